@@ -1,0 +1,5 @@
+"""Airflow DAG loader: one DAG per pipeline spec in dags/pipelines/*.yaml (see README)."""
+
+from mlops_provider.loader import load_pipelines
+
+load_pipelines(globals())

@@ -1,0 +1,97 @@
+"""Plan → Airflow DAG. The only module of the factory that knows Airflow's classes."""
+
+from __future__ import annotations
+
+import datetime as dt
+import importlib
+from functools import cache
+from typing import TYPE_CHECKING, Any
+
+from airflow.sdk import DAG, Asset
+
+from mlops_provider.exceptions import SpecError
+
+if TYPE_CHECKING:
+    from airflow.sdk import BaseOperator
+
+    from mlops_provider.exceptions import SpecIssue
+    from mlops_provider.plan.model import DagPlan
+
+# Presets Airflow accepts as a schedule but a cron timetable (needed to combine with an asset) does not.
+_PRESET_CRON = {
+    "@hourly": "0 * * * *",
+    "@daily": "0 0 * * *",
+    "@weekly": "0 0 * * 0",
+    "@monthly": "0 0 1 * *",
+    "@quarterly": "0 0 1 */3 *",
+    "@yearly": "0 0 1 1 *",
+    "@annually": "0 0 1 1 *",
+}
+
+
+@cache
+def _operator_class(path: str) -> type[BaseOperator]:
+    module, _, name = path.rpartition(".")
+    return getattr(importlib.import_module(module), name)
+
+
+def _asset(uri: str) -> Asset:
+    return Asset(uri=uri, name=uri)
+
+
+def _schedule(plan: DagPlan) -> Any:
+    if not plan.schedule_on_assets:
+        return plan.schedule
+    assets = [_asset(uri) for uri in plan.schedule_on_assets]
+    if plan.schedule is None:
+        return assets
+    from airflow.timetables.assets import AssetOrTimeSchedule
+    from airflow.timetables.trigger import CronTriggerTimetable
+
+    cron = _PRESET_CRON.get(plan.schedule, plan.schedule)
+    return AssetOrTimeSchedule(timetable=CronTriggerTimetable(cron, timezone="UTC"), assets=assets)
+
+
+def render_dag(plan: DagPlan) -> DAG:
+    start = dt.datetime.combine(plan.start_date, dt.time(), tzinfo=dt.timezone.utc)
+    with DAG(
+        dag_id=plan.dag_id,
+        description=plan.description,
+        schedule=_schedule(plan),
+        start_date=start,
+        catchup=plan.catchup,
+        tags=set(plan.tags),
+        default_args=dict(plan.default_args),
+        doc_md=plan.doc_md,
+        max_active_runs=plan.max_active_runs,
+    ) as dag:
+        tasks = {}
+        for task in plan.tasks:
+            outlets = [_asset(uri) for uri in plan.outlets.get(task.task_id, ())]
+            extra = {"outlets": outlets} if outlets else {}
+            tasks[task.task_id] = _operator_class(task.operator)(
+                task_id=task.task_id, doc_md=task.doc or None, **task.kwargs, **extra
+            )
+        for task in plan.tasks:
+            for upstream in task.upstream:
+                tasks[upstream] >> tasks[task.task_id]
+    return dag
+
+
+class InvalidSpecsDag(DAG):
+    """Carries the errors of every invalid spec into Airflow's import-errors list.
+
+    The DAG processor calls ``validate()`` on each DAG it found in a file and records the exception as
+    that file's import error while still keeping the file's other DAGs. So the valid pipelines stay up,
+    and the UI's "DAG Import Errors" banner, ``airflow dags list-import-errors`` and the REST API's
+    ``importErrors`` list every broken spec with file:line:column and message. This DAG is never stored.
+    """
+
+    def validate(self) -> None:
+        raise SpecError(self.mlops_issues)
+
+
+def render_invalid(issues: list[SpecIssue]) -> DAG:
+    dag = InvalidSpecsDag(dag_id="mlops_invalid_specs", schedule=None)
+    dag.mlops_issues = list(issues)
+    return dag

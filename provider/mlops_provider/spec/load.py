@@ -1,0 +1,257 @@
+"""Read and check spec files: text → located YAML → :class:`PipelineSpec`, collecting *every* issue.
+
+Nothing here imports Airflow or anything heavy: the loader calls it at DAG-parse time and ``mlops lint``
+calls it from a pre-commit hook.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import types
+import typing
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from mlops_provider.exceptions import SpecIssue
+from mlops_provider.spec.schema import DEFAULT_METRICS, METRICS, PipelineSpec
+from mlops_provider.spec.yaml_source import KeyPath, Located, read_yaml
+
+SPEC_SUFFIXES = (".yaml", ".yml")
+
+
+@dataclass
+class LoadedSpec:
+    """The outcome of reading one spec file: the spec if valid, else the issues (both never None)."""
+
+    path: Path
+    display_path: str
+    text: str
+    sha256: str
+    spec: PipelineSpec | None = None
+    issues: list[SpecIssue] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.spec is not None and not self.issues
+
+
+def find_spec_files(paths: Iterable[Path | str]) -> list[Path]:
+    """Spec files under the given files/folders, sorted, hidden files skipped."""
+    found: list[Path] = []
+    for raw in paths:
+        path = Path(raw)
+        if path.is_dir():
+            found.extend(
+                p for p in sorted(path.rglob("*"))
+                if p.suffix in SPEC_SUFFIXES and p.is_file()
+                and not any(part.startswith(".") for part in p.relative_to(path).parts)
+            )
+        else:
+            found.append(path)
+    return found
+
+
+def load_spec(
+    path: Path | str,
+    *,
+    project_root: Path | None,
+    allowed_modules: Sequence[str] | None,
+    display_path: str | None = None,
+    text: str | None = None,
+) -> LoadedSpec:
+    path = Path(path)
+    shown = display_path or str(path)
+    if text is None:
+        try:
+            raw = path.read_bytes()
+        except OSError as exc:
+            return LoadedSpec(path, shown, "", "", issues=[SpecIssue(shown, 1, 1, f"cannot read: {exc.strerror}",
+                                                                     code="unreadable")])
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            return LoadedSpec(path, shown, "", hashlib.sha256(raw).hexdigest(),
+                              issues=[SpecIssue(shown, 1, 1, f"not UTF-8 text: {exc}", code="encoding")])
+    result = LoadedSpec(path, shown, text, hashlib.sha256(text.encode()).hexdigest())
+    doc = read_yaml(text, shown)
+    result.issues.extend(doc.issues)
+    if doc.data is None and doc.issues:
+        return result
+    if not isinstance(doc.data, dict):
+        result.issues.append(doc.issue((), "a spec is a mapping of keys (version, name, task, ...)"))
+        return result
+    context = {"project_root": project_root, "allowed_modules": tuple(allowed_modules) if allowed_modules else None}
+    try:
+        spec = PipelineSpec.model_validate(doc.data, context=context)
+    except ValidationError as exc:
+        result.issues.extend(_from_pydantic(exc, doc))
+        spec = None
+    result.issues.extend(_semantic_issues(doc))
+    result.issues.sort(key=lambda i: (i.line, i.column))
+    result.issues = _dedupe(result.issues)
+    if not result.issues:
+        result.spec = spec
+    return result
+
+
+def check_unique_names(loaded: Sequence[LoadedSpec]) -> None:
+    """Two files may not define the same pipeline (their DAG ids would collide); flag the later ones."""
+    seen: dict[str, LoadedSpec] = {}
+    for item in loaded:
+        name = item.spec.name if item.spec else None
+        if name is None:
+            continue
+        dag_ids = {name, f"{name}_monitor"}
+        clash = next((seen[d] for d in dag_ids if d in seen), None)
+        if clash is not None:
+            doc = read_yaml(item.text, item.display_path)
+            item.issues.append(doc.issue(("name",), f"pipeline name {name!r} is already used by {clash.display_path}",
+                                         hint="pipeline names are DAG ids and must be unique", code="duplicate-name"))
+            item.spec = None
+            continue
+        for dag_id in dag_ids:
+            seen[dag_id] = item
+
+
+# --------------------------------------------------------------------------------------------------
+# pydantic errors → located issues
+# --------------------------------------------------------------------------------------------------
+def _yaml_path(loc: tuple[Any, ...], doc: Located) -> KeyPath:
+    """Drop the parts of a pydantic ``loc`` that are not keys in the YAML (union tags, validators)."""
+    path: KeyPath = ()
+    for part in loc:
+        candidate = (*path, part)
+        if candidate in doc.value_pos or candidate in doc.key_pos:
+            path = candidate
+    return path
+
+
+def _from_pydantic(exc: ValidationError, doc: Located) -> list[SpecIssue]:
+    issues = []
+    for err in exc.errors(include_url=False):
+        loc = tuple(err["loc"])
+        kind = err["type"]
+        message = err["msg"].removeprefix("Value error, ").removeprefix("Assertion failed, ")
+        if kind == "extra_forbidden":
+            path = _yaml_path(loc, doc)
+            key = loc[-1]
+            allowed = _allowed_keys(_yaml_path(loc[:-1], doc))
+            close = difflib.get_close_matches(str(key), allowed, n=1, cutoff=0.6)
+            hint = f"did you mean `{close[0]}`?" if close else (
+                f"allowed keys: {', '.join(allowed)}" if allowed else None)
+            issues.append(doc.issue(path, f"unknown key {key!r}", hint=hint, code="unknown-key", prefer_key=True))
+            continue
+        path = _yaml_path(loc, doc)
+        if kind == "missing":
+            parent = path
+            name = loc[-1]
+            issues.append(doc.issue(parent, f"missing required key {name!r}", code="missing",
+                                    hint=f"add `{name}:`" + (" under " + ".".join(map(str, parent)) if parent else "")))
+            continue
+        hint = None
+        if kind in ("literal_error", "enum"):
+            expected = err.get("ctx", {}).get("expected")
+            got = err.get("input")
+            options = [o.strip(" '\"") for o in str(expected).replace(" or ", ",").split(",")] if expected else []
+            close = difflib.get_close_matches(str(got), options, n=1)
+            hint = f"did you mean `{close[0]}`?" if close else None
+        for line in message.split("\n"):
+            issues.append(doc.issue(path, line, hint=hint, code=kind))
+    return issues
+
+
+def _unwrap(annotation: Any) -> list[type[BaseModel]]:
+    """The pydantic models an annotation can hold (through Optional, unions, list[...], Annotated)."""
+    origin = typing.get_origin(annotation)
+    if origin is typing.Annotated:
+        return _unwrap(typing.get_args(annotation)[0])
+    if origin in (typing.Union, types.UnionType, list, dict):
+        args = typing.get_args(annotation)
+        if origin is dict:
+            args = args[1:]
+        return [m for a in args for m in _unwrap(a)]
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [annotation]
+    return []
+
+
+def _allowed_keys(path: KeyPath) -> list[str]:
+    models: list[type[BaseModel]] = [PipelineSpec]
+    for part in path:
+        if isinstance(part, int):
+            continue
+        nxt: list[type[BaseModel]] = []
+        for model in models:
+            for name, info in model.model_fields.items():
+                if (info.alias or name) == part:
+                    nxt.extend(_unwrap(info.annotation))
+        if not nxt:  # a dict of models (thresholds.<metric>): keys are free, stay on the value model
+            nxt = [m for model in models for info in model.model_fields.values()
+                   if typing.get_origin(info.annotation) is dict for m in _unwrap(info.annotation)]
+        models = nxt
+    keys: list[str] = []
+    for model in models:
+        keys.extend(info.alias or name for name, info in model.model_fields.items())
+    return sorted(set(keys))
+
+
+# --------------------------------------------------------------------------------------------------
+# checks across sections, on the raw data (so they run even when pydantic rejected something else)
+# --------------------------------------------------------------------------------------------------
+def _semantic_issues(doc: Located) -> list[SpecIssue]:
+    data = doc.data
+    task = data.get("task")
+    if task not in METRICS:
+        return []
+    evaluate = data.get("evaluate") if isinstance(data.get("evaluate"), dict) else {}
+    known = METRICS[task]
+    raw_metrics = evaluate.get("metrics")
+    metrics = raw_metrics if isinstance(raw_metrics, list) else DEFAULT_METRICS[task]
+    issues = []
+    if isinstance(raw_metrics, list):
+        for i, metric in enumerate(raw_metrics):
+            if metric in known:
+                continue
+            other = next((t for t, m in METRICS.items() if metric in m), None)
+            if other:
+                msg, hint = f"{metric!r} is a {other} metric, this is a {task} pipeline", None
+            else:
+                close = difflib.get_close_matches(str(metric), list(known), n=1)
+                msg = f"unknown metric {metric!r}"
+                hint = f"did you mean `{close[0]}`?" if close else None
+            issues.append(doc.issue(("evaluate", "metrics", i), msg, code="bad-metric",
+                                    hint=hint or f"{task} metrics: {', '.join(known)}"))
+    thresholds = evaluate.get("thresholds")
+    if isinstance(thresholds, dict):
+        for metric in thresholds:
+            if metric not in metrics:
+                issues.append(doc.issue(("evaluate", "thresholds", metric),
+                                        f"threshold on {metric!r}, which is not among the metrics",
+                                        hint=f"add it to evaluate.metrics ({', '.join(map(str, metrics))})",
+                                        code="bad-metric", prefer_key=True))
+    champion = evaluate.get("champion")
+    if isinstance(champion, dict) and champion.get("metric") is not None and champion["metric"] not in metrics:
+        issues.append(doc.issue(("evaluate", "champion", "metric"),
+                                f"champion metric {champion['metric']!r} is not among the metrics",
+                                hint=f"one of {', '.join(map(str, metrics))}", code="bad-metric"))
+    split = (data.get("ingest") or {}).get("split") if isinstance(data.get("ingest"), dict) else None
+    if task == "regression" and isinstance(split, dict) and split.get("stratify") is True:
+        issues.append(doc.issue(("ingest", "split", "stratify"), "stratified splits only apply to classification",
+                                hint="remove it, or set it to false", code="bad-split"))
+    return issues
+
+
+def _dedupe(issues: list[SpecIssue]) -> list[SpecIssue]:
+    seen = set()
+    out = []
+    for issue in issues:
+        key = (issue.line, issue.column, issue.message)
+        if key not in seen:
+            seen.add(key)
+            out.append(issue)
+    return out

@@ -1,0 +1,408 @@
+"""The pipeline spec, version 1: the contract between a data scientist's YAML and the factory.
+
+Every section is a pydantic model with ``extra="forbid"`` so a typo is an error, never a silent
+default. New optional keys may be added to any section without breaking v1 files (``deploy`` and
+``monitor`` grow in later releases). Checks that need the outside world (files on disk, the module
+allow-list, the project root) read it from the validation context, so the same model serves the
+loader (parse time) and ``mlops lint``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    ValidationInfo,
+    WithJsonSchema,
+    field_validator,
+    model_validator,
+)
+
+from mlops_provider.spec.expectations import EXPECTATIONS
+
+SPEC_VERSION = 1
+NAME_PATTERN = r"^[a-z][a-z0-9_]*$"
+
+#: metric -> the direction in which it improves. Used by lint, evaluate and the champion check.
+METRICS: dict[str, dict[str, Literal["max", "min"]]] = {
+    "classification": {
+        "accuracy": "max",
+        "precision": "max",
+        "recall": "max",
+        "f1": "max",
+        "roc_auc": "max",
+        "log_loss": "min",
+    },
+    "regression": {"rmse": "min", "mae": "min", "r2": "max", "mape": "min"},
+}
+DEFAULT_METRICS = {"classification": ["roc_auc", "accuracy", "f1"], "regression": ["rmse", "mae", "r2"]}
+
+CRON_PRESETS = frozenset(
+    {"@once", "@continuous", "@hourly", "@daily", "@weekly", "@monthly", "@quarterly", "@yearly", "@annually"}
+)
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d|w)\s*$")
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+# --------------------------------------------------------------------------------------------------
+# reusable field types
+# --------------------------------------------------------------------------------------------------
+def _parse_duration(value: Any) -> dt.timedelta:
+    if isinstance(value, dt.timedelta):
+        return value
+    if isinstance(value, bool):
+        raise ValueError("expected a duration like 30s, 5m, 1h or 2d")
+    if isinstance(value, (int, float)):
+        if value < 0:
+            raise ValueError("a duration cannot be negative")
+        return dt.timedelta(seconds=value)
+    if isinstance(value, str) and (m := _DURATION.match(value)):
+        return dt.timedelta(seconds=float(m.group(1)) * _UNIT_SECONDS[m.group(2)])
+    raise ValueError(f"invalid duration {value!r}: expected a number and a unit (30s, 5m, 1h, 2d, 1w)")
+
+
+def _format_duration(value: dt.timedelta) -> str:
+    seconds = int(value.total_seconds())
+    for unit in ("w", "d", "h", "m"):
+        if seconds and seconds % _UNIT_SECONDS[unit] == 0:
+            return f"{seconds // _UNIT_SECONDS[unit]}{unit}"
+    return f"{seconds}s"
+
+
+Duration = Annotated[
+    dt.timedelta,
+    BeforeValidator(_parse_duration),
+    PlainSerializer(_format_duration, return_type=str),
+    WithJsonSchema({"type": ["string", "number"], "pattern": r"^\d+(\.\d+)?(s|m|h|d|w)$",
+                    "description": "A duration: 30s, 5m, 1h, 2d, 1w (or seconds as a number)"}),
+]
+
+
+def _check_schedule(value: Any) -> Any:
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise ValueError("expected a cron expression, a preset like @daily, or null")
+    text = value.strip()
+    if text.startswith("@"):
+        if text not in CRON_PRESETS:
+            raise ValueError(f"unknown preset {text!r}; one of {', '.join(sorted(CRON_PRESETS))}")
+        return text
+    from croniter import croniter  # light, and Airflow has already imported it
+
+    if not croniter.is_valid(text):
+        raise ValueError(f"invalid cron expression {text!r} (expected 5 fields: minute hour day month weekday)")
+    return text
+
+
+Schedule = Annotated[
+    str | None,
+    BeforeValidator(_check_schedule),
+    WithJsonSchema({"type": ["string", "null"], "description": "cron expression, preset (@daily) or null"}),
+]
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+def _context(info: ValidationInfo) -> dict[str, Any]:
+    return info.context or {}
+
+
+def check_inside_root(value: str, info: ValidationInfo, *, must_exist: bool = False) -> str:
+    """Relative paths resolve against the project root and must stay inside it."""
+    if "://" in value or "{{" in value:
+        return value
+    root = _context(info).get("project_root")
+    if root is None:
+        return value
+    root = Path(root).resolve()
+    target = (root / value).resolve()
+    if not target.is_relative_to(root):
+        raise ValueError(f"path {value!r} escapes the project root {root}")
+    if must_exist and not target.exists():
+        raise ValueError(f"file {value!r} does not exist (looked in {root})")
+    return value
+
+
+# --------------------------------------------------------------------------------------------------
+# sections
+# --------------------------------------------------------------------------------------------------
+class Defaults(Section):
+    """Task defaults, as Airflow's ``default_args``."""
+
+    retries: int = Field(2, ge=0, le=100)
+    retry_delay: Duration = dt.timedelta(minutes=5)
+    execution_timeout: Duration | None = dt.timedelta(hours=1)
+    retry_exponential_backoff: bool = False
+
+
+class MLflowSection(Section):
+    conn_id: str | None = Field(None, description="Airflow connection of type mlflow; see the hook for fallbacks")
+    experiment: str | None = Field(None, description="default: the pipeline name")
+    model: str | None = Field(None, description="registered model name; default: the pipeline name")
+
+
+class Split(Section):
+    test_size: float = Field(0.25, gt=0, lt=1)
+    seed: int = 42
+    stratify: bool = True
+
+
+class Wait(Section):
+    timeout: Duration = dt.timedelta(hours=1)
+    poke_interval: Duration = dt.timedelta(minutes=1)
+
+
+class Ingest(Section):
+    source: str = Field(description="path under the project root, or s3://bucket/key; Jinja-templated")
+    conn_id: str | None = Field(None, description="Airflow connection for s3:// sources")
+    format: Literal["csv", "parquet"] | None = Field(None, description="default: from the suffix")
+    target: str = "target"
+    features: list[str] | None = None
+    split: Split = Split()
+    wait: Wait | None = None
+
+    @field_validator("source")
+    @classmethod
+    def _source_inside_root(cls, value: str, info: ValidationInfo) -> str:
+        if not value.strip():
+            raise ValueError("source is empty")
+        return check_inside_root(value, info)
+
+    @model_validator(mode="after")
+    def _format_known(self) -> Ingest:
+        if self.format is None and "{{" not in self.source:
+            suffix = self.source.rsplit(".", 1)[-1].lower() if "." in self.source else ""
+            if suffix not in ("csv", "parquet", "pq"):
+                raise ValueError(f"cannot tell the format of {self.source!r} from its suffix; set ingest.format")
+        if self.features is not None and self.target in self.features:
+            raise ValueError(f"the target {self.target!r} is listed among the features")
+        return self
+
+
+def _check_expectations(value: Any) -> Any:
+    if not isinstance(value, list):
+        return value
+    for item in value:
+        if not (isinstance(item, dict) and len(item) == 1):
+            raise ValueError("each expectation is a one-key mapping: - expectation_name: {kwargs}")
+        ((name, _kwargs),) = item.items()
+        if name not in EXPECTATIONS:
+            import difflib
+
+            close = difflib.get_close_matches(str(name), sorted(EXPECTATIONS), n=1)
+            raise ValueError(f"unknown Great Expectations expectation {name!r}"
+                             + (f"; did you mean {close[0]!r}?" if close else ""))
+    return value
+
+
+class Validate(Section):
+    expectations: Annotated[list[dict[str, dict[str, Any]]], BeforeValidator(_check_expectations)] = []
+    suite: str | None = Field(None, description="a GX expectation suite JSON file under the project root")
+    on_failure: Literal["fail", "warn"] = "fail"
+
+    @field_validator("suite")
+    @classmethod
+    def _suite_exists(cls, value: str | None, info: ValidationInfo) -> str | None:
+        return None if value is None else check_inside_root(value, info, must_exist=True)
+
+
+class LocalRunner(Section):
+    type: Literal["local"] = "local"
+
+
+class DockerRunner(Section):
+    type: Literal["docker"]
+    image: str
+    docker_url: str | None = Field(None, description="default: the docker connection or unix socket")
+    docker_conn_id: str | None = None
+    network_mode: str | None = None
+    mem_limit: str | None = None
+    cpus: float | None = None
+    environment: dict[str, str] = {}
+    mounts: list[str] = []
+
+
+class Train(Section):
+    estimator: str | None = Field(None, description="dotted path of a scikit-learn-API estimator class")
+    entrypoint: str | None = Field(None, description="file.py:function(X_train, y_train, params) -> model")
+    params: dict[str, Any] = {}
+    runner: Annotated[LocalRunner | DockerRunner, Field(discriminator="type")] = LocalRunner()
+
+    @field_validator("estimator")
+    @classmethod
+    def _estimator_allowed(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is None:
+            return value
+        if not re.match(r"^[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)+$", value):
+            raise ValueError(f"{value!r} is not a dotted import path like sklearn.linear_model.Ridge")
+        allowed = _context(info).get("allowed_modules")
+        if allowed is not None and not any(value == m or value.startswith(m + ".") for m in allowed):
+            raise ValueError(f"module of {value!r} is not in the allow-list ({', '.join(allowed)}); "
+                             "an operator can extend it with [mlops] allowed_modules")
+        return value
+
+    @field_validator("entrypoint")
+    @classmethod
+    def _entrypoint_exists(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is None:
+            return value
+        path, sep, func = value.partition(":")
+        if not sep or not path.endswith(".py") or not func.isidentifier():
+            raise ValueError(f"{value!r} is not of the form path/to/file.py:function")
+        check_inside_root(path, info, must_exist=True)
+        return value
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> Train:
+        if (self.estimator is None) == (self.entrypoint is None):
+            raise ValueError("set exactly one of train.estimator and train.entrypoint")
+        return self
+
+
+class Bound(Section):
+    min: float | None = None
+    max: float | None = None
+
+    @model_validator(mode="after")
+    def _one_bound(self) -> Bound:
+        if self.min is None and self.max is None:
+            raise ValueError("a threshold needs min or max")
+        return self
+
+
+class Champion(Section):
+    metric: str | None = Field(None, description="default: the first metric")
+    min_delta: float = Field(0.0, ge=0)
+    enabled: bool = True
+
+
+class Evaluate(Section):
+    metrics: list[str] | None = Field(None, description="default per task, see METRICS")
+    thresholds: dict[str, Bound] = {}
+    champion: Champion = Champion()
+
+
+class Register(Section):
+    aliases: list[str] = ["challenger"]
+    tags: dict[str, str] = {}
+
+    @field_validator("aliases")
+    @classmethod
+    def _alias_names(cls, value: list[str]) -> list[str]:
+        for alias in value:
+            if not re.match(r"^[A-Za-z_][\w-]*$", alias) or re.match(r"^[vV]\d+$", alias) or alias == "latest":
+                raise ValueError(f"{alias!r} is not a valid MLflow alias")
+        return value
+
+
+class Deploy(Section):
+    alias: str = "champion"
+
+
+class Drift(Section):
+    share: float = Field(0.5, gt=0, le=1)
+    method: str | None = Field(None, description="Evidently per-column drift method; default: Evidently's choice")
+    threshold: float | None = None
+
+
+class Monitor(Section):
+    schedule: Schedule = "@daily"
+    current: str | None = None
+    drift: Drift = Drift()
+    retrain: bool = False
+
+    @field_validator("current")
+    @classmethod
+    def _current_inside_root(cls, value: str | None, info: ValidationInfo) -> str | None:
+        return None if value is None else check_inside_root(value, info)
+
+
+class PipelineSpec(Section):
+    """A machine-learning pipeline: one YAML file, one training DAG (plus monitor/batch DAGs)."""
+
+    model_config = ConfigDict(
+        extra="forbid", frozen=True,
+        json_schema_extra={"$schema": "https://json-schema.org/draft/2020-12/schema",
+                           "title": "airflow-provider-mlops pipeline spec"},
+    )
+
+    version: int = Field(description="spec format version; only 1 exists")
+    name: str = Field(max_length=200, description="the training DAG's id: [a-z][a-z0-9_]*",
+                      json_schema_extra={"pattern": NAME_PATTERN})
+    task: Literal["classification", "regression"]
+    description: str | None = None
+    owner: str = "mlops"
+    tags: list[str] = []
+    schedule: Schedule = None
+    start_date: dt.date = dt.date(2024, 1, 1)
+    catchup: bool = False
+    defaults: Defaults = Defaults()
+    mlflow: MLflowSection = MLflowSection()
+    ingest: Ingest
+    validate_: Validate = Field(Validate(), alias="validate")
+    train: Train
+    evaluate: Evaluate = Evaluate()
+    register_: Register = Field(Register(), alias="register")
+    deploy: Deploy = Deploy()
+    monitor: Monitor | None = None
+
+    @field_validator("version", mode="before")
+    @classmethod
+    def _supported_version(cls, value: Any) -> Any:
+        if value != SPEC_VERSION or isinstance(value, bool):
+            raise ValueError(f"unsupported spec version {value!r}; this release reads version {SPEC_VERSION}")
+        return value
+
+    @field_validator("name")
+    @classmethod
+    def _dag_id_safe(cls, value: str) -> str:
+        if not re.match(NAME_PATTERN, value):
+            suggestion = re.sub(r"[^a-z0-9_]+", "_", value.lower()).strip("_")
+            raise ValueError(f"{value!r} is not a valid pipeline name: use lowercase letters, digits and "
+                             f"underscores, starting with a letter (e.g. {suggestion!r})")
+        return value
+
+    @field_validator("start_date", mode="before")
+    @classmethod
+    def _date_only(cls, value: Any) -> Any:
+        if isinstance(value, dt.datetime):
+            return value.date()
+        return value
+
+    # ---- derived values (defaults that depend on other keys) -------------------------------------
+
+    @property
+    def experiment(self) -> str:
+        return self.mlflow.experiment or self.name
+
+    @property
+    def model_name(self) -> str:
+        return self.mlflow.model or self.name
+
+    @property
+    def metrics(self) -> list[str]:
+        return self.evaluate.metrics if self.evaluate.metrics is not None else DEFAULT_METRICS[self.task]
+
+    @property
+    def champion_metric(self) -> str:
+        return self.evaluate.champion.metric or self.metrics[0]
+
+    @property
+    def stratify(self) -> bool:
+        return self.task == "classification" and self.ingest.split.stratify
+
+
+def json_schema() -> dict[str, Any]:
+    """The JSON Schema of the spec, for editors (yaml-language-server) and CI bots."""
+    return PipelineSpec.model_json_schema(by_alias=True)

@@ -1,0 +1,167 @@
+"""Safe YAML reading that remembers where every value came from.
+
+The YAML is *composed* into nodes (never constructed by PyYAML), so no tag can run code: only the
+plain YAML 1.1 scalar types are turned into Python values; any explicit tag (``!!python/object``,
+``!Ref``...) is an error. Aliases are expanded against a node budget so an alias bomb costs bounded
+time and memory. Duplicate keys and tab indentation are errors too, reported with line and column.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+
+from mlops_provider.exceptions import SpecIssue
+
+try:  # libyaml parses ~10x faster; it keeps the marks we need.
+    _Loader: type = yaml.CSafeLoader
+except AttributeError:  # pragma: no cover
+    _Loader = yaml.SafeLoader
+
+MAX_BYTES = 1_000_000
+MAX_NODES = 20_000
+_TAB_INDENT = re.compile(r"^[ ]*\t", re.M)
+
+KeyPath = tuple[str | int, ...]
+
+_PLAIN_TAGS = {
+    "tag:yaml.org,2002:str",
+    "tag:yaml.org,2002:int",
+    "tag:yaml.org,2002:float",
+    "tag:yaml.org,2002:bool",
+    "tag:yaml.org,2002:null",
+    "tag:yaml.org,2002:timestamp",
+    "tag:yaml.org,2002:map",
+    "tag:yaml.org,2002:seq",
+}
+_constructor = yaml.SafeLoader("")  # only its construct_scalar helpers are used, on plain tags
+
+
+@dataclass
+class Located:
+    """A YAML document as plain Python data plus the position of every key and value."""
+
+    file: str
+    data: Any = None
+    value_pos: dict[KeyPath, tuple[int, int]] = field(default_factory=dict)
+    key_pos: dict[KeyPath, tuple[int, int]] = field(default_factory=dict)
+    issues: list[SpecIssue] = field(default_factory=list)
+
+    def position(self, path: KeyPath, *, prefer_key: bool = False) -> tuple[int, int]:
+        """Line and column (1-based) of ``path``, or of its nearest located ancestor."""
+        path = tuple(path)
+        while True:
+            if prefer_key and path in self.key_pos:
+                return self.key_pos[path]
+            if path in self.value_pos:
+                return self.value_pos[path]
+            if path in self.key_pos:
+                return self.key_pos[path]
+            if not path:
+                return (1, 1)
+            path = path[:-1]
+
+    def issue(self, path: KeyPath, message: str, *, hint: str | None = None, code: str = "invalid",
+              prefer_key: bool = False) -> SpecIssue:
+        line, col = self.position(path, prefer_key=prefer_key)
+        return SpecIssue(self.file, line, col, message, tuple(path), hint, code)
+
+
+def _short_tag(tag: str) -> str:
+    return "!!" + tag.removeprefix("tag:yaml.org,2002:") if tag.startswith("tag:yaml.org,2002:") else tag
+
+
+def _pos(node: yaml.Node) -> tuple[int, int]:
+    return (node.start_mark.line + 1, node.start_mark.column + 1)
+
+
+class _Budget(Exception):
+    pass
+
+
+def read_yaml(text: str, file: str) -> Located:
+    """Parse ``text``; every problem becomes a :class:`SpecIssue` in ``.issues`` (never raised)."""
+    doc = Located(file=file)
+    if len(text.encode("utf-8", "replace")) > MAX_BYTES:
+        doc.issues.append(SpecIssue(file, 1, 1, f"file is larger than {MAX_BYTES} bytes", code="too-large"))
+        return doc
+    for match in _TAB_INDENT.finditer(text):
+        line = text.count("\n", 0, match.start()) + 1
+        col = match.end() - match.start()
+        doc.issues.append(SpecIssue(file, line, col, "tab character in indentation",
+                                    hint="YAML indents with spaces only", code="tab"))
+    if doc.issues:
+        return doc
+    try:
+        nodes = list(yaml.compose_all(text, Loader=_Loader))
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
+        msg = " ".join(str(p) for p in (exc.context, exc.problem) if p)
+        doc.issues.append(SpecIssue(file, line, col, f"YAML syntax error: {msg}", code="yaml-syntax"))
+        return doc
+    except yaml.YAMLError as exc:
+        doc.issues.append(SpecIssue(file, 1, 1, f"YAML error: {exc}", code="yaml-syntax"))
+        return doc
+    if len(nodes) > 1:
+        line, col = _pos(nodes[1])
+        doc.issues.append(SpecIssue(file, line, col, "a spec file holds exactly one YAML document",
+                                    code="multi-document"))
+        return doc
+    if not nodes or nodes[0] is None:
+        doc.issues.append(SpecIssue(file, 1, 1, "the file is empty", code="empty"))
+        return doc
+    budget = [MAX_NODES]
+    try:
+        doc.data = _to_python(nodes[0], (), doc, budget)
+    except _Budget:
+        doc.data = None
+        doc.issues.append(SpecIssue(
+            file, 1, 1, f"the document expands to more than {MAX_NODES} values (alias bomb?)",
+            hint="remove the anchors/aliases (&x / *x)", code="alias-bomb"))
+    return doc
+
+
+def _to_python(node: yaml.Node, path: KeyPath, doc: Located, budget: list[int]) -> Any:
+    budget[0] -= 1
+    if budget[0] < 0:
+        raise _Budget
+    doc.value_pos.setdefault(path, _pos(node))
+    if node.tag not in _PLAIN_TAGS:
+        line, col = _pos(node)
+        doc.issues.append(SpecIssue(
+            doc.file, line, col, f"YAML tag {_short_tag(node.tag)!r} is not allowed", path,
+            "specs are plain data: strings, numbers, booleans, lists and mappings", "yaml-tag"))
+        return None
+    if isinstance(node, yaml.ScalarNode):
+        return _constructor.construct_object(node)  # plain tag: str/int/float/bool/null/timestamp
+    if isinstance(node, yaml.SequenceNode):
+        return [_to_python(child, (*path, i), doc, budget) for i, child in enumerate(node.value)]
+    out: dict[Any, Any] = {}
+    for key_node, value_node in node.value:
+        if not isinstance(key_node, yaml.ScalarNode) or key_node.tag not in _PLAIN_TAGS:
+            line, col = _pos(key_node)
+            doc.issues.append(SpecIssue(doc.file, line, col, "mapping keys must be plain strings", path,
+                                        code="bad-key"))
+            continue
+        key = _constructor.construct_object(key_node)
+        if key == "<<" and key_node.tag == "tag:yaml.org,2002:str" and key_node.value == "<<":
+            line, col = _pos(key_node)
+            doc.issues.append(SpecIssue(doc.file, line, col, "merge keys (<<) are not supported", path,
+                                        "write the keys out", "merge-key"))
+            continue
+        if not isinstance(key, str):
+            key = str(key)
+        child = (*path, key)
+        if key in out:
+            line, col = _pos(key_node)
+            first = doc.key_pos[child]
+            doc.issues.append(SpecIssue(doc.file, line, col, f"duplicate key {key!r}", child,
+                                        f"first defined at line {first[0]}", "duplicate-key"))
+            continue
+        doc.key_pos[child] = _pos(key_node)
+        out[key] = _to_python(value_node, child, doc, budget)
+    return out
