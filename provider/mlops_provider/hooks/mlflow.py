@@ -1,0 +1,472 @@
+"""MLflow hook: where the tracking server is, how to authenticate, and the one MLflow run of a DAG run.
+
+The connection (type ``mlflow``) holds the tracking URI in *host*, a bearer token in *password* (or
+basic auth in *login* + *password*) and optional extras (``registry_uri``, ``insecure_tls``,
+``s3_endpoint_url``). Nothing touches the network until :attr:`MLflowHook.client` is used or
+:meth:`MLflowHook.activate` is entered.
+
+Which tracking server a hook talks to, first match wins:
+
+1. the connection named by ``mlflow_conn_id``;
+2. the connection ``mlflow_default``, if it exists;
+3. the environment variable ``MLFLOW_TRACKING_URI``;
+4. an embedded store: ``sqlite:///<project_root>/.mlops/mlflow.db`` with artifacts in
+   ``<project_root>/.mlops/artifacts`` (browse it with ``mlflow ui --backend-store-uri ...``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+from collections.abc import Callable, Iterator, Mapping
+from functools import cached_property
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from airflow.sdk import BaseHook
+
+from mlops_provider import config
+from mlops_provider.exceptions import ServiceUnavailableError
+
+if TYPE_CHECKING:
+    from airflow.sdk import Connection
+    from mlflow import MlflowClient
+
+#: The tag keys of the pipeline run; the model version carries the same.
+TAG_DAG_ID = "airflow.dag_id"
+TAG_RUN_ID = "airflow.run_id"
+TAG_TRY_NUMBER = "airflow.try_number"
+TAG_PIPELINE = "mlops.pipeline"
+TAG_SPEC_SHA = "mlops.spec_sha256"
+TAG_GIT_SHA = "mlops.git_sha"
+TAG_DATA_SHA = "mlops.data_sha256"
+
+_ENV_LOCK = threading.RLock()
+_CONNECTION_ERROR_MARKERS = (
+    "Max retries exceeded",
+    "Connection refused",
+    "Failed to establish a new connection",
+    "Name or service not known",
+    "Read timed out",
+    "RemoteDisconnected",
+)
+
+
+def embedded_tracking_uri(root: Path | None = None) -> str:
+    root = root or config.project_root()
+    return f"sqlite:///{root / '.mlops' / 'mlflow.db'}"
+
+
+def git_sha(root: Path) -> str | None:
+    """The commit checked out in ``root``, read from ``.git`` without running git."""
+    git = root / ".git"
+    if git.is_file():  # a worktree or submodule: "gitdir: <path>"
+        text = git.read_text().strip()
+        if not text.startswith("gitdir:"):
+            return None
+        git = (root / text.partition(":")[2].strip()).resolve()
+    head_file = git / "HEAD"
+    if not head_file.is_file():
+        return None
+    head = head_file.read_text().strip()
+    if not head.startswith("ref:"):
+        return head or None
+    ref = head.partition(":")[2].strip()
+    common = git
+    if (git / "commondir").is_file():
+        common = (git / (git / "commondir").read_text().strip()).resolve()
+    for base in (git, common):
+        if (base / ref).is_file():
+            return (base / ref).read_text().strip() or None
+    for base in (git, common):
+        packed = base / "packed-refs"
+        if packed.is_file():
+            for line in packed.read_text().splitlines():
+                sha, _, name = line.partition(" ")
+                if name.strip() == ref:
+                    return sha
+    return None
+
+
+def _is_connection_error(exc: BaseException) -> bool:
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if type(current).__name__ in ("ConnectionError", "ConnectTimeout", "ReadTimeout", "MaxRetryError"):
+            return True
+        if any(marker in str(current) for marker in _CONNECTION_ERROR_MARKERS):
+            return True
+        current = current.__cause__ or current.__context__
+    return False
+
+
+class _ScopedClient:
+    """An ``MlflowClient`` whose every call runs with the hook's credentials and error translation."""
+
+    def __init__(self, client: MlflowClient, scope: Callable[[], contextlib.AbstractContextManager[None]]):
+        self._client = client
+        self._scope = scope
+
+    def __getattr__(self, name: str) -> Any:
+        attribute = getattr(self._client, name)
+        if not callable(attribute):
+            return attribute
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            with self._scope():
+                return attribute(*args, **kwargs)
+
+        call.__name__ = name
+        call.__doc__ = attribute.__doc__
+        return call
+
+    def __repr__(self) -> str:
+        return f"<MlflowClient via MLflowHook {self._client.tracking_uri}>"
+
+
+class MLflowHook(BaseHook):
+    """Talk to an MLflow tracking server and model registry.
+
+    :param mlflow_conn_id: connection of type ``mlflow``. ``None`` follows the fallbacks in the module
+        docstring; a named connection that does not exist is an error.
+    """
+
+    conn_name_attr = "mlflow_conn_id"
+    default_conn_name = "mlflow_default"
+    conn_type = "mlflow"
+    hook_name = "MLflow"
+
+    def __init__(self, mlflow_conn_id: str | None = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.mlflow_conn_id = mlflow_conn_id
+
+    # ---- connection form (also declared in get_provider_info for Airflow >= 3.2) ----------------------
+
+    @classmethod
+    def get_connection_form_widgets(cls) -> dict[str, Any]:
+        from flask_appbuilder.fieldwidgets import BS3TextFieldWidget
+        from flask_babel import lazy_gettext
+        from wtforms import BooleanField, StringField
+
+        return {
+            "registry_uri": StringField(lazy_gettext("Registry URI"), widget=BS3TextFieldWidget(),
+                                        description="Model registry, when not the tracking server."),
+            "s3_endpoint_url": StringField(lazy_gettext("S3 endpoint URL"), widget=BS3TextFieldWidget(),
+                                           description="For s3:// artifact stores not on AWS."),
+            "insecure_tls": BooleanField(lazy_gettext("Skip TLS verification"), default=False),
+        }
+
+    @classmethod
+    def get_ui_field_behaviour(cls) -> dict[str, Any]:
+        return {
+            "hidden_fields": ["schema"],
+            "relabeling": {"host": "Tracking URI", "login": "Username", "password": "Password or token"},
+            "placeholders": {
+                "host": "http://mlflow:5000",
+                "login": "empty for token auth",
+                "password": "token, or the password of the username",
+                "extra": '{"registry_uri": "", "s3_endpoint_url": "", "insecure_tls": false}',
+            },
+        }
+
+    # ---- where, and as whom --------------------------------------------------------------------------
+
+    @cached_property
+    def connection(self) -> Connection | None:
+        """The Airflow connection in use, or ``None`` when falling back to the environment/embedded store."""
+        if self.mlflow_conn_id:
+            return self.get_connection(self.mlflow_conn_id)
+        from airflow.exceptions import AirflowNotFoundException
+
+        try:
+            return self.get_connection(self.default_conn_name)
+        except AirflowNotFoundException:
+            return None
+
+    @cached_property
+    def _extras(self) -> dict[str, Any]:
+        return dict(self.connection.extra_dejson) if self.connection is not None else {}
+
+    @cached_property
+    def tracking_uri(self) -> str:
+        conn = self.connection
+        if conn is not None:
+            uri = self._extras.get("tracking_uri") or _uri_from_connection(conn)
+            if not uri:
+                raise ValueError(f"MLflow connection {conn.conn_id!r} has no host (the tracking URI)")
+            return uri
+        env = os.environ.get("MLFLOW_TRACKING_URI")
+        if env:
+            return env
+        return embedded_tracking_uri()
+
+    @cached_property
+    def registry_uri(self) -> str:
+        return self._extras.get("registry_uri") or os.environ.get("MLFLOW_REGISTRY_URI") or self.tracking_uri
+
+    @property
+    def is_embedded(self) -> bool:
+        """True for a database or file store this process writes to directly (no server, no UI URL)."""
+        return not self.tracking_uri.startswith(("http://", "https://", "databricks"))
+
+    @cached_property
+    def artifact_root(self) -> str | None:
+        """Where new experiments keep artifacts: next to a SQLite store; a server decides for itself."""
+        if self.tracking_uri.startswith("sqlite:///"):
+            return (self._sqlite_path.parent / "artifacts").as_uri()
+        return None
+
+    @property
+    def _sqlite_path(self) -> Path:
+        return Path(self.tracking_uri.removeprefix("sqlite:///"))
+
+    @cached_property
+    def _environment(self) -> dict[str, str]:
+        """MLflow's own credential variables for this connection; secrets registered with the masker."""
+        env: dict[str, str] = {}
+        conn = self.connection
+        if conn is not None:
+            if conn.password and conn.login:
+                env["MLFLOW_TRACKING_USERNAME"] = conn.login
+                env["MLFLOW_TRACKING_PASSWORD"] = conn.password
+            elif conn.password:
+                env["MLFLOW_TRACKING_TOKEN"] = conn.password
+            if str(self._extras.get("insecure_tls", "")).lower() in ("1", "true", "yes"):
+                env["MLFLOW_TRACKING_INSECURE_TLS"] = "true"
+            if self._extras.get("s3_endpoint_url"):
+                env["MLFLOW_S3_ENDPOINT_URL"] = str(self._extras["s3_endpoint_url"])
+        if conn is not None and conn.password:
+            from airflow.sdk.log import mask_secret
+
+            mask_secret(conn.password)
+        return env
+
+    @contextlib.contextmanager
+    def _scope(self) -> Iterator[None]:
+        """Credentials in the environment for the duration of one use; connection errors made explicit."""
+        with _ENV_LOCK:
+            saved = {key: os.environ.get(key) for key in self._environment}
+            os.environ.update(self._environment)
+            try:
+                yield
+            except ServiceUnavailableError:
+                raise
+            except Exception as exc:
+                if _is_connection_error(exc):
+                    raise self._unavailable(exc) from exc
+                raise
+            finally:
+                for key, value in saved.items():
+                    if value is None:
+                        os.environ.pop(key, None)
+                    else:
+                        os.environ[key] = value
+
+    def _unavailable(self, exc: BaseException | str) -> ServiceUnavailableError:
+        reason = str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
+        return ServiceUnavailableError(
+            f"MLflow tracking server at {self.tracking_uri} is unreachable: {reason}"
+        )
+
+    def check_available(self, timeout: float = 10.0) -> None:
+        """One quick request to the server's ``/health``; raises :class:`ServiceUnavailableError`."""
+        if self.is_embedded:
+            return
+        import requests
+
+        try:
+            response = requests.get(
+                self.tracking_uri.rstrip("/") + "/health",
+                timeout=timeout,
+                verify="MLFLOW_TRACKING_INSECURE_TLS" not in self._environment,
+            )
+        except requests.RequestException as exc:
+            raise self._unavailable(exc) from exc
+        if response.status_code >= 500:
+            raise self._unavailable(f"HTTP {response.status_code} from /health")
+
+    @cached_property
+    def _available(self) -> bool:
+        self.check_available()
+        if self.tracking_uri.startswith("sqlite:///"):
+            self._sqlite_path.parent.mkdir(parents=True, exist_ok=True)
+        return True
+
+    def _ensure_available(self) -> None:
+        if not self._available:  # pragma: no cover - _available raises instead
+            raise self._unavailable("not available")
+
+    @cached_property
+    def client(self) -> MlflowClient:
+        """The MLflow client, built on first use; every call runs with this connection's credentials."""
+        from mlflow import MlflowClient
+
+        self._ensure_available()
+        return _ScopedClient(  # type: ignore[return-value]
+            MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.registry_uri), self._scope
+        )
+
+    def get_conn(self) -> MlflowClient:
+        return self.client
+
+    @contextlib.contextmanager
+    def activate(self) -> Iterator[None]:
+        """Point MLflow's module-level (fluent) API, e.g. ``mlflow.sklearn.log_model``, at this server.
+
+        Restores the previous tracking/registry URI and credentials afterwards.
+        """
+        import mlflow
+        from mlflow.tracking._model_registry import utils as registry_utils
+        from mlflow.tracking._tracking_service import utils as tracking_utils
+
+        self._ensure_available()
+        with _ENV_LOCK:
+            previous_tracking = tracking_utils._tracking_uri
+            previous_registry = registry_utils._registry_uri
+            saved_env = {k: os.environ.get(k) for k in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
+            mlflow.set_tracking_uri(self.tracking_uri)
+            mlflow.set_registry_uri(self.registry_uri)
+            try:
+                with self._scope():
+                    yield
+            finally:
+                mlflow.set_tracking_uri(previous_tracking)
+                mlflow.set_registry_uri(previous_registry)
+                for key, value in saved_env.items():
+                    if value is None:
+                        os.environ.pop(key, None)
+                    else:
+                        os.environ[key] = value
+
+    def test_connection(self) -> tuple[bool, str]:
+        try:
+            self.client.search_experiments(max_results=1)
+        except Exception as exc:
+            return False, str(exc)
+        return True, f"Connected to MLflow at {self.tracking_uri}"
+
+    # ---- experiments and the pipeline run ------------------------------------------------------------
+
+    def get_or_create_experiment(self, name: str) -> str:
+        """The experiment's id; created (with the embedded store's artifact root) when missing."""
+        from mlflow.exceptions import MlflowException
+
+        experiment = self.client.get_experiment_by_name(name)
+        if experiment is not None:
+            if experiment.lifecycle_stage == "deleted":
+                self.client.restore_experiment(experiment.experiment_id)
+            return str(experiment.experiment_id)
+        try:
+            return str(self.client.create_experiment(name, artifact_location=self.artifact_root))
+        except MlflowException:  # created meanwhile by a concurrent task
+            experiment = self.client.get_experiment_by_name(name)
+            if experiment is None:
+                raise
+            return str(experiment.experiment_id)
+
+    def lineage_tags(
+        self,
+        context: Mapping[str, Any],
+        *,
+        pipeline: str | None = None,
+        spec_sha256: str | None = None,
+        data_sha256: str | None = None,
+    ) -> dict[str, str]:
+        """Tags that tie an MLflow run or model version to the DAG run, spec, code and data that made it."""
+        ti = context["ti"]
+        tags = {
+            TAG_DAG_ID: str(ti.dag_id),
+            TAG_RUN_ID: str(ti.run_id),
+            TAG_TRY_NUMBER: str(ti.try_number),
+        }
+        if pipeline:
+            tags[TAG_PIPELINE] = pipeline
+        if spec_sha256:
+            tags[TAG_SPEC_SHA] = spec_sha256
+        sha = git_sha(config.project_root())
+        if sha:
+            tags[TAG_GIT_SHA] = sha
+        if data_sha256:
+            tags[TAG_DATA_SHA] = data_sha256
+        return tags
+
+    def find_pipeline_run(self, context: Mapping[str, Any], *, experiment: str) -> str | None:
+        """The MLflow run of this DAG run, if a stage already created it."""
+        ti = context["ti"]
+        experiment_id = self.get_or_create_experiment(experiment)
+        runs = self.client.search_runs(
+            [experiment_id],
+            filter_string=(f"tags.`{TAG_DAG_ID}` = '{_quote(ti.dag_id)}' "
+                           f"and tags.`{TAG_RUN_ID}` = '{_quote(ti.run_id)}'"),
+            order_by=["attributes.start_time ASC"],
+            max_results=1,
+        )
+        return runs[0].info.run_id if runs else None
+
+    def pipeline_run(
+        self,
+        context: Mapping[str, Any],
+        *,
+        experiment: str,
+        spec_sha256: str | None = None,
+        pipeline: str | None = None,
+    ) -> str:
+        """Get or create THE MLflow run of this DAG run; every stage logs to it. Idempotent under retries.
+
+        A run ended by an earlier failure is reopened (status RUNNING) when a task is retried or cleared.
+        """
+        tags = self.lineage_tags(context, pipeline=pipeline, spec_sha256=spec_sha256)
+        run_id = self.find_pipeline_run(context, experiment=experiment)
+        if run_id is None:
+            ti = context["ti"]
+            run = self.client.create_run(
+                self.get_or_create_experiment(experiment), tags=tags, run_name=f"{ti.dag_id}__{ti.run_id}"
+            )
+            run_id = run.info.run_id
+            self.log.info("Created MLflow run %s for DAG run %s", run_id, ti.run_id)
+            return str(run_id)
+        from mlflow.entities import RunTag
+
+        self.client.log_batch(run_id, tags=[RunTag(k, v) for k, v in tags.items()])
+        run = self.client.get_run(run_id)
+        if run.info.status != "RUNNING":
+            self.client.update_run(run_id, status="RUNNING")
+        return str(run_id)
+
+    def end_pipeline_run(self, run_id: str, status: str = "FINISHED") -> None:
+        """End the pipeline run: ``FINISHED`` after the last stage, ``FAILED`` when a stage fails for good."""
+        self.client.set_terminated(run_id, status=status)
+
+    def run_url(self, experiment_id: str, run_id: str) -> str:
+        return f"{ui_base_url(self.tracking_uri)}/#/experiments/{experiment_id}/runs/{run_id}"
+
+    def model_version_url(self, name: str, version: str | int) -> str:
+        from urllib.parse import quote
+
+        return f"{ui_base_url(self.tracking_uri)}/#/models/{quote(name, safe='')}/versions/{version}"
+
+
+def ui_base_url(tracking_uri: str) -> str:
+    """The MLflow UI serving this tracking URI: the server itself, else ``[mlops] mlflow_ui_url``."""
+    if tracking_uri.startswith(("http://", "https://")):
+        return tracking_uri.rstrip("/")
+    return (config.get("mlflow_ui_url") or "http://localhost:5000").rstrip("/")
+
+
+def _quote(value: object) -> str:
+    return str(value).replace("\\", "\\\\").replace("'", "\\'")
+
+
+def _uri_from_connection(conn: Connection) -> str:
+    host = (conn.host or "").strip()
+    if not host:
+        return ""
+    if "://" in host:
+        if conn.port and host.count(":") == 1:
+            return f"{host.rstrip('/')}:{conn.port}"
+        return host.rstrip("/")
+    scheme = conn.schema or "http"
+    port = f":{conn.port}" if conn.port else ""
+    return f"{scheme}://{host}{port}"
