@@ -1,0 +1,218 @@
+"""The ``mlops`` command line: check, describe and (later) run pipeline specs outside Airflow.
+
+    mlops lint dags/pipelines            # every error in every file, file:line:col: ...; exit 1 if any
+    mlops lint --format json specs/      # the same for CI bots
+    mlops schema --output spec.json      # JSON Schema for editors (yaml-language-server)
+    mlops show dags/pipelines/x.yaml     # the DAGs, tasks, dependencies and schedules a spec produces
+
+Nothing here imports Airflow: ``lint`` runs in a pre-commit hook of a data-science repo in well under a
+second. Each command is one function registered on :data:`app`; a new command (``run``) is one more
+``@app.command()`` function that can reuse :func:`load_one` and the shared options below.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import enum
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+if TYPE_CHECKING:
+    from mlops_provider.exceptions import SpecIssue
+    from mlops_provider.plan.model import PipelinePlan
+    from mlops_provider.spec.load import LoadedSpec
+
+app = typer.Typer(
+    name="mlops",
+    help="Check and describe airflow-provider-mlops pipeline specs.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+class OutputFormat(str, enum.Enum):
+    text = "text"
+    json = "json"
+
+
+ProjectRootOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--project-root",
+        help="Where relative paths in specs resolve and which they may not leave. Default: [mlops] "
+        "project_root, else the parent of the `dags` folder above each spec, else the current directory.",
+        file_okay=False,
+    ),
+]
+FormatOption = Annotated[OutputFormat, typer.Option("--format", "-f", help="Output format.")]
+
+
+# --------------------------------------------------------------------------------------------------
+# shared helpers (also for commands added later)
+# --------------------------------------------------------------------------------------------------
+def load_all(paths: Sequence[Path], project_root: Path | None = None) -> list[LoadedSpec]:
+    """Load every spec under ``paths`` (files or folders), with the cross-file checks applied."""
+    from mlops_provider import config
+    from mlops_provider.spec.load import check_unique_names, find_spec_files, load_spec
+
+    allowed = config.allowed_modules()
+    fixed_root = project_root.resolve() if project_root is not None else None
+    loaded = [
+        load_spec(path, project_root=fixed_root or config.project_root(path), allowed_modules=allowed)
+        for path in find_spec_files(paths)
+    ]
+    check_unique_names(loaded)
+    return loaded
+
+
+def load_one(spec: Path, project_root: Path | None = None) -> LoadedSpec:
+    """Load one valid spec, or print its issues to stderr and exit with status 1."""
+    (loaded,) = load_all([spec], project_root)
+    if not loaded.ok:
+        for issue in loaded.issues:
+            typer.echo(issue.format(), err=True)
+        typer.echo(f"{spec}: invalid pipeline spec", err=True)
+        raise typer.Exit(1)
+    return loaded
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, dt.timedelta):
+        return value.total_seconds()
+    if isinstance(value, (dt.date, dt.datetime)):
+        return value.isoformat()
+    if isinstance(value, (set, frozenset, tuple)):
+        return list(value)
+    return str(value)
+
+
+def _dumps(data: Any) -> str:
+    return json.dumps(data, indent=2, default=_json_default, ensure_ascii=False)
+
+
+# --------------------------------------------------------------------------------------------------
+# mlops lint
+# --------------------------------------------------------------------------------------------------
+@app.command()
+def lint(
+    paths: Annotated[
+        list[Path], typer.Argument(help="Spec files and folders (folders: every *.yaml / *.yml inside).")
+    ],
+    output_format: FormatOption = OutputFormat.text,
+    project_root: ProjectRootOption = None,
+) -> None:
+    """Check pipeline specs; report every error in every file. Exit status 0 only if all are valid."""
+    loaded = load_all(paths, project_root)
+    issues: list[SpecIssue] = [issue for item in loaded for issue in item.issues]
+    invalid = sum(1 for item in loaded if item.issues)
+    summary = {"files": len(loaded), "valid": len(loaded) - invalid, "invalid": invalid, "errors": len(issues)}
+    if output_format is OutputFormat.json:
+        typer.echo(_dumps({"issues": [issue.as_dict() for issue in issues], "summary": summary}))
+    else:
+        for issue in issues:
+            typer.echo(issue.format())
+        if not loaded:
+            typer.echo("mlops lint: no spec files (*.yaml, *.yml) found", err=True)
+        elif issues:
+            typer.echo(f"{len(issues)} error(s) in {invalid} of {len(loaded)} spec file(s)", err=True)
+        else:
+            typer.echo(f"{len(loaded)} spec file(s) OK", err=True)
+    if issues:
+        raise typer.Exit(1)
+
+
+# --------------------------------------------------------------------------------------------------
+# mlops schema
+# --------------------------------------------------------------------------------------------------
+def schema_text() -> str:
+    """The spec's JSON Schema as committed in ``spec/pipeline.schema.json``."""
+    from mlops_provider.spec.schema import json_schema
+
+    return json.dumps(json_schema(), indent=2, ensure_ascii=False) + "\n"
+
+
+@app.command()
+def schema(
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Write to this file instead of stdout.", dir_okay=False)
+    ] = None,
+) -> None:
+    """Print the JSON Schema of the pipeline spec (for editors and CI)."""
+    text = schema_text()
+    if output is None:
+        sys.stdout.write(text)
+    else:
+        output.write_text(text, encoding="utf-8")
+        typer.echo(f"wrote {output}", err=True)
+
+
+# --------------------------------------------------------------------------------------------------
+# mlops show
+# --------------------------------------------------------------------------------------------------
+def plan_of(loaded: LoadedSpec) -> PipelinePlan:
+    from mlops_provider.plan.build import build_plan
+
+    assert loaded.spec is not None  # load_one() guarantees it
+    return build_plan(loaded.spec, source=loaded.display_path, text=loaded.text, spec_sha256=loaded.sha256)
+
+
+def _schedule_text(schedule: str | None, assets: Sequence[str]) -> str:
+    parts = [schedule] if schedule else []
+    parts += [f"asset {uri}" for uri in assets]
+    return " or ".join(parts) if parts else "none (manual / API only)"
+
+
+def _plan_as_dict(plan: PipelinePlan) -> dict[str, Any]:
+    data = dataclasses.asdict(plan)
+    for dag in data["dags"]:
+        dag.pop("doc_md")
+    return data
+
+
+@app.command()
+def show(
+    spec: Annotated[Path, typer.Argument(help="A pipeline spec file.", dir_okay=False)],
+    output_format: FormatOption = OutputFormat.text,
+    project_root: ProjectRootOption = None,
+) -> None:
+    """Show the DAGs, tasks, dependencies and schedules a spec produces."""
+    plan = plan_of(load_one(spec, project_root))
+    if output_format is OutputFormat.json:
+        typer.echo(_dumps(_plan_as_dict(plan)))
+        return
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.tree import Tree
+
+    root = Tree(f"[bold]{escape(plan.name)}[/bold]  from {escape(plan.source)}  (sha256 {plan.spec_sha256[:12]})")
+    for dag in plan.dags:
+        node = root.add(f"[bold cyan]DAG {escape(dag.dag_id)}[/bold cyan] ({dag.kind})")
+        node.add(f"schedule: {escape(_schedule_text(dag.schedule, dag.schedule_on_assets))}")
+        node.add(f"start: {dag.start_date.isoformat()}  catchup: {dag.catchup}  owner: {escape(dag.owner)}  "
+                 f"tags: {escape(', '.join(dag.tags))}")
+        tasks = node.add("tasks")
+        for task in dag.tasks:
+            after = f"  ← {', '.join(task.upstream)}" if task.upstream else ""
+            emits = dag.outlets.get(task.task_id, ())
+            line = f"[green]{escape(task.task_id)}[/green]  {escape(task.operator.rsplit('.', 1)[-1])}{after}"
+            if emits:
+                line += f"  → emits {escape(', '.join(emits))}"
+            leaf = tasks.add(line)
+            if task.doc:
+                leaf.add(f"[dim]{escape(task.doc)}[/dim]")
+    Console().print(root)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()
