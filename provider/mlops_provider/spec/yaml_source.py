@@ -100,7 +100,11 @@ def read_yaml(text: str, file: str) -> Located:
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
-        msg = " ".join(str(p) for p in (exc.context, exc.problem) if p)
+        msg = str(exc.problem or exc.context)
+        if exc.context and exc.problem:
+            started = exc.context_mark
+            where = f" that starts at line {started.line + 1}, column {started.column + 1}" if started else ""
+            msg += f" ({exc.context}{where})"
         doc.issues.append(SpecIssue(file, line, col, f"YAML syntax error: {msg}", code="yaml-syntax"))
         return doc
     except yaml.YAMLError as exc:
@@ -125,6 +129,13 @@ def read_yaml(text: str, file: str) -> Located:
     return doc
 
 
+def _plain_key(node: yaml.ScalarNode) -> Any:
+    try:
+        return _constructor.construct_object(node)
+    except ValueError:  # an impossible date as a key: keep its text, the schema rejects the key anyway
+        return node.value
+
+
 def _to_python(node: yaml.Node, path: KeyPath, doc: Located, budget: list[int]) -> Any:
     budget[0] -= 1
     if budget[0] < 0:
@@ -137,22 +148,29 @@ def _to_python(node: yaml.Node, path: KeyPath, doc: Located, budget: list[int]) 
             "specs are plain data: strings, numbers, booleans, lists and mappings", "yaml-tag"))
         return None
     if isinstance(node, yaml.ScalarNode):
-        return _constructor.construct_object(node)  # plain tag: str/int/float/bool/null/timestamp
+        try:
+            return _constructor.construct_object(node)  # plain tag: str/int/float/bool/null/timestamp
+        except ValueError as exc:  # 2026-13-01 is tagged timestamp by the resolver, then fails
+            line, col = _pos(node)
+            kind = "date" if node.tag.endswith(":timestamp") else _short_tag(node.tag).lstrip("!")
+            doc.issues.append(SpecIssue(doc.file, line, col, f"invalid {kind} {node.value!r}: {exc}", path,
+                                        code="invalid-scalar"))
+            return None
     if isinstance(node, yaml.SequenceNode):
         return [_to_python(child, (*path, i), doc, budget) for i, child in enumerate(node.value)]
     out: dict[Any, Any] = {}
     for key_node, value_node in node.value:
+        if key_node.tag == "tag:yaml.org,2002:merge":
+            line, col = _pos(key_node)
+            doc.issues.append(SpecIssue(doc.file, line, col, "merge keys (<<) are not supported", path,
+                                        "write the keys out", "merge-key"))
+            continue
         if not isinstance(key_node, yaml.ScalarNode) or key_node.tag not in _PLAIN_TAGS:
             line, col = _pos(key_node)
             doc.issues.append(SpecIssue(doc.file, line, col, "mapping keys must be plain strings", path,
                                         code="bad-key"))
             continue
-        key = _constructor.construct_object(key_node)
-        if key == "<<" and key_node.tag == "tag:yaml.org,2002:str" and key_node.value == "<<":
-            line, col = _pos(key_node)
-            doc.issues.append(SpecIssue(doc.file, line, col, "merge keys (<<) are not supported", path,
-                                        "write the keys out", "merge-key"))
-            continue
+        key = key_node.value if key_node.tag == "tag:yaml.org,2002:str" else _plain_key(key_node)
         if not isinstance(key, str):
             key = str(key)
         child = (*path, key)
@@ -160,7 +178,7 @@ def _to_python(node: yaml.Node, path: KeyPath, doc: Located, budget: list[int]) 
             line, col = _pos(key_node)
             first = doc.key_pos[child]
             doc.issues.append(SpecIssue(doc.file, line, col, f"duplicate key {key!r}", child,
-                                        f"first defined at line {first[0]}", "duplicate-key"))
+                                        f"first defined at line {first[0]}, column {first[1]}", "duplicate-key"))
             continue
         doc.key_pos[child] = _pos(key_node)
         out[key] = _to_python(value_node, child, doc, budget)
