@@ -23,6 +23,7 @@ except AttributeError:  # pragma: no cover
 
 MAX_BYTES = 1_000_000
 MAX_NODES = 20_000
+MAX_DEPTH = 64  # far beyond any real spec; keeps the recursion below Python's limit
 _TAB_INDENT = re.compile(r"^[ ]*\t", re.M)
 
 KeyPath = tuple[str | int, ...]
@@ -121,11 +122,16 @@ def read_yaml(text: str, file: str) -> Located:
     budget = [MAX_NODES]
     try:
         doc.data = _to_python(nodes[0], (), doc, budget)
-    except _Budget:
+    except _Budget as exc:
         doc.data = None
-        doc.issues.append(SpecIssue(
-            file, 1, 1, f"the document expands to more than {MAX_NODES} values (alias bomb?)",
-            hint="remove the anchors/aliases (&x / *x)", code="alias-bomb"))
+        if exc.args:
+            line, col = doc.position(exc.args[0])
+            doc.issues.append(SpecIssue(file, line, col, f"values are nested more than {MAX_DEPTH} levels deep",
+                                        exc.args[0][:2], code="too-deep"))
+        else:
+            doc.issues.append(SpecIssue(
+                file, 1, 1, f"the document expands to more than {MAX_NODES} values (alias bomb?)",
+                hint="remove the anchors/aliases (&x / *x)", code="alias-bomb"))
     return doc
 
 
@@ -140,6 +146,8 @@ def _to_python(node: yaml.Node, path: KeyPath, doc: Located, budget: list[int]) 
     budget[0] -= 1
     if budget[0] < 0:
         raise _Budget
+    if len(path) > MAX_DEPTH:
+        raise _Budget(path)
     doc.value_pos.setdefault(path, _pos(node))
     if node.tag not in _PLAIN_TAGS:
         line, col = _pos(node)
