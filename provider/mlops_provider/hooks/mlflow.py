@@ -141,6 +141,7 @@ class MLflowHook(BaseHook):
     def __init__(self, mlflow_conn_id: str | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.mlflow_conn_id = mlflow_conn_id
+        self._experiment_ids: dict[str, str] = {}
 
     # ---- connection form (also declared in get_provider_info for Airflow >= 3.2) ----------------------
 
@@ -351,6 +352,11 @@ class MLflowHook(BaseHook):
 
     def get_or_create_experiment(self, name: str) -> str:
         """The experiment's id; created (with the embedded store's artifact root) when missing."""
+        if name not in self._experiment_ids:
+            self._experiment_ids[name] = self._get_or_create_experiment(name)
+        return self._experiment_ids[name]
+
+    def _get_or_create_experiment(self, name: str) -> str:
         from mlflow.exceptions import MlflowException
 
         experiment = self.client.get_experiment_by_name(name)
@@ -438,21 +444,6 @@ class MLflowHook(BaseHook):
     def end_pipeline_run(self, run_id: str, status: str = "FINISHED") -> None:
         """End the pipeline run: ``FINISHED`` after the last stage, ``FAILED`` when a stage fails for good."""
         self.client.set_terminated(run_id, status=status)
-
-    def run_url(self, experiment_id: str, run_id: str) -> str:
-        return f"{ui_base_url(self.tracking_uri)}/#/experiments/{experiment_id}/runs/{run_id}"
-
-    def model_version_url(self, name: str, version: str | int) -> str:
-        from urllib.parse import quote
-
-        return f"{ui_base_url(self.tracking_uri)}/#/models/{quote(name, safe='')}/versions/{version}"
-
-
-def ui_base_url(tracking_uri: str) -> str:
-    """The MLflow UI serving this tracking URI: the server itself, else ``[mlops] mlflow_ui_url``."""
-    if tracking_uri.startswith(("http://", "https://")):
-        return tracking_uri.rstrip("/")
-    return (config.get("mlflow_ui_url") or "http://localhost:5000").rstrip("/")
 
 
 def _quote(value: object) -> str:

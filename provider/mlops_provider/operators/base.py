@@ -1,4 +1,9 @@
-"""What every stage operator shares: the pipeline's identity and the MLflow hook, built lazily."""
+"""What every stage operator shares: the pipeline's identity, the MLflow hook, and the pipeline run.
+
+Every stage logs to one MLflow run per DAG run (:meth:`MLflowStageOperator.pipeline_run_id`). When a
+stage fails for good (no retry left), :func:`mark_pipeline_run_failed` ends that run as ``FAILED`` so no
+run is left ``RUNNING``; the deploy stage ends it ``FINISHED``.
+"""
 
 from __future__ import annotations
 
@@ -8,8 +13,24 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator
 
+from mlops_provider.exceptions import StageError
+from mlops_provider.links.mlflow import MLflowModelVersionLink, MLflowRunLink
+
 if TYPE_CHECKING:
+    from airflow.sdk import Context
+
     from mlops_provider.hooks.mlflow import MLflowHook
+
+
+def mark_pipeline_run_failed(context: Context) -> None:
+    """``on_failure_callback`` of every stage: end the DAG run's MLflow run as FAILED (if it exists)."""
+    task = context["task"]
+    if not isinstance(task, MLflowStageOperator):
+        return
+    run_id = task.hook.find_pipeline_run(context, experiment=task.experiment)
+    if run_id is not None:
+        task.hook.end_pipeline_run(run_id, "FAILED")
+        task.log.info("Marked MLflow run %s as FAILED", run_id)
 
 
 class MLflowStageOperator(BaseOperator):
@@ -25,6 +46,7 @@ class MLflowStageOperator(BaseOperator):
 
     template_fields: Sequence[str] = ()
     ui_color = "#e8f4fd"
+    operator_extra_links = (MLflowRunLink(),)
 
     def __init__(
         self,
@@ -46,9 +68,43 @@ class MLflowStageOperator(BaseOperator):
         self.ml_task = ml_task
         self.mlflow_conn_id = mlflow_conn_id
         self.spec_sha256 = spec_sha256
+        if mark_pipeline_run_failed not in self.on_failure_callback:
+            self.on_failure_callback = [*self.on_failure_callback, mark_pipeline_run_failed]
 
     @cached_property
     def hook(self) -> MLflowHook:
         from mlops_provider.hooks.mlflow import MLflowHook
 
         return MLflowHook(mlflow_conn_id=self.mlflow_conn_id)
+
+    def pipeline_run_id(self, context: Context) -> str:
+        """Get or create the MLflow run of this DAG run, and link the task to it."""
+        run_id = self.hook.pipeline_run(
+            context, experiment=self.experiment, spec_sha256=self.spec_sha256, pipeline=self.pipeline
+        )
+        MLflowRunLink.persist(
+            context,
+            tracking_uri=self.hook.tracking_uri,
+            experiment_id=self.hook.get_or_create_experiment(self.experiment),
+            run_id=run_id,
+        )
+        return run_id
+
+    def persist_model_version_link(self, context: Context, *, name: str, version: str | int) -> None:
+        """Link the task to a registered model version (register and deploy use it)."""
+        MLflowModelVersionLink.persist(
+            context, tracking_uri=self.hook.tracking_uri, name=name, version=version
+        )
+
+    def upstream(self, context: Context, task_id: str, *keys: str) -> dict[str, Any]:
+        """The XCom dict an upstream stage returned; names the task and the missing key when absent."""
+        value = context["ti"].xcom_pull(task_ids=task_id)
+        if not isinstance(value, dict):
+            raise StageError(
+                f"task {self.task_id!r} needs the result of task {task_id!r}, which has none; "
+                f"is {task_id!r} upstream of {self.task_id!r}?"
+            )
+        missing = [key for key in keys if key not in value]
+        if missing:
+            raise StageError(f"the result of task {task_id!r} lacks {', '.join(missing)}")
+        return value
