@@ -37,7 +37,38 @@ def get_provider_info() -> dict[str, Any]:
         ],
         "hooks": [{"integration-name": "MLflow", "python-modules": ["mlops_provider.hooks.mlflow"]}],
         "connection-types": [
-            {"hook-class-name": "mlops_provider.hooks.mlflow.MLflowHook", "connection-type": "mlflow"}
+            {
+                "hook-class-name": "mlops_provider.hooks.mlflow.MLflowHook",
+                "connection-type": "mlflow",
+                "hook-name": "MLflow",
+                "conn-fields": {
+                    "registry_uri": {
+                        "label": "Registry URI",
+                        "schema": {"type": ["string", "null"]},
+                        "description": "Model registry, when not the tracking server.",
+                    },
+                    "s3_endpoint_url": {
+                        "label": "S3 endpoint URL",
+                        "schema": {"type": ["string", "null"]},
+                        "description": "For s3:// artifact stores not on AWS (MinIO, SeaweedFS).",
+                    },
+                    "insecure_tls": {
+                        "label": "Skip TLS verification",
+                        "schema": {"type": ["boolean", "null"]},
+                    },
+                },
+                "ui-field-behaviour": {
+                    "hidden-fields": ["schema"],
+                    "relabeling": {
+                        "host": "Tracking URI", "login": "Username", "password": "Password or token"
+                    },
+                    "placeholders": {
+                        "host": "http://mlflow:5000",
+                        "login": "empty for token auth",
+                        "password": "token, or the password of the username",
+                    },
+                },
+            }
         ],
         "extra-links": [
             "mlops_provider.links.mlflow.MLflowRunLink",
@@ -68,6 +99,29 @@ def get_provider_info() -> dict[str, Any]:
                         "type": "string",
                         "example": "sklearn,xgboost,lightgbm,catboost,mycompany.models",
                         "default": "sklearn,xgboost,lightgbm,catboost",
+                    },
+                    "mlflow_ui_url": {
+                        "description": "MLflow UI the task links point to. Default: the tracking server "
+                        "for http(s) tracking URIs, else http://localhost:5000 (what `mlflow ui` serves).",
+                        "version_added": "0.1.0",
+                        "type": "string",
+                        "example": "https://mlflow.example.com",
+                        "default": None,
+                    },
+                    "workspace": {
+                        "description": "Where stages keep run-scoped data (snapshots, splits, reports): a "
+                        "local folder or an s3:// prefix. Default: <project_root>/.mlops/workspace.",
+                        "version_added": "0.1.0",
+                        "type": "string",
+                        "example": "s3://ml-workspace/pipelines",
+                        "default": None,
+                    },
+                    "workspace_conn_id": {
+                        "description": "Airflow connection (type aws) for an s3:// workspace.",
+                        "version_added": "0.1.0",
+                        "type": "string",
+                        "example": "aws_default",
+                        "default": None,
                     },
                 },
             }
