@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import difflib
 import hashlib
+import itertools
+import re
 import types
 import typing
 from collections.abc import Iterable, Sequence
@@ -22,6 +24,8 @@ from mlops_provider.spec.schema import DEFAULT_METRICS, METRICS, PipelineSpec
 from mlops_provider.spec.yaml_source import KeyPath, Located, read_yaml
 
 SPEC_SUFFIXES = (".yaml", ".yml")
+#: YAML-level issues whose value was replaced by None: pydantic's complaint about that None is noise.
+_VALUE_DROPPED = frozenset({"yaml-tag", "invalid-scalar", "bad-date"})
 
 
 @dataclass
@@ -83,15 +87,19 @@ def load_spec(
     if doc.data is None and doc.issues:
         return result
     if not isinstance(doc.data, dict):
-        result.issues.append(doc.issue((), "a spec is a mapping of keys (version, name, task, ...)"))
+        result.issues.append(doc.issue((), "a spec is a mapping of keys (version, name, task, ...)",
+                                       code="not-a-mapping"))
         return result
     context = {"project_root": project_root, "allowed_modules": tuple(allowed_modules) if allowed_modules else None}
     try:
         spec = PipelineSpec.model_validate(doc.data, context=context)
     except ValidationError as exc:
-        result.issues.extend(_from_pydantic(exc, doc))
+        rejected = [i.key_path for i in doc.issues if i.code in _VALUE_DROPPED]
+        result.issues.extend(i for i in _from_pydantic(exc, doc)
+                             if not any(i.key_path[:len(r)] == r for r in rejected))
         spec = None
     result.issues.extend(_semantic_issues(doc))
+    result.issues.extend(_secret_issues(doc, doc.data, ()))
     result.issues.sort(key=lambda i: (i.line, i.column))
     result.issues = _dedupe(result.issues)
     if not result.issues:
@@ -106,12 +114,18 @@ def check_unique_names(loaded: Sequence[LoadedSpec]) -> None:
         name = item.spec.name if item.spec else None
         if name is None:
             continue
-        dag_ids = {name, f"{name}_monitor"}
-        clash = next((seen[d] for d in dag_ids if d in seen), None)
+        dag_ids = [name] + ([f"{name}_monitor"] if item.spec and item.spec.monitor is not None else [])
+        clash = next((d for d in dag_ids if d in seen), None)
         if clash is not None:
+            other = seen[clash]
+            what = f"pipeline name {name!r}" if clash == name else f"this pipeline's monitor DAG id {clash!r}"
+            if other.spec is not None and other.spec.name != clash:
+                what += f" is the monitor DAG id of pipeline {other.spec.name!r} in {other.display_path}"
+            else:
+                what += f" is already used by {other.display_path}"
             doc = read_yaml(item.text, item.display_path)
-            item.issues.append(doc.issue(("name",), f"pipeline name {name!r} is already used by {clash.display_path}",
-                                         hint="pipeline names are DAG ids and must be unique", code="duplicate-name"))
+            item.issues.append(doc.issue(("name",), what, code="duplicate-name",
+                                         hint="pipeline names are DAG ids and must be unique"))
             item.spec = None
             continue
         for dag_id in dag_ids:
@@ -147,10 +161,20 @@ def _from_pydantic(exc: ValidationError, doc: Located) -> list[SpecIssue]:
             issues.append(doc.issue(path, f"unknown key {key!r}", hint=hint, code="unknown-key", prefer_key=True))
             continue
         path = _yaml_path(loc, doc)
+        if kind == "union_tag_invalid":
+            ctx = err.get("ctx", {})
+            key = str(ctx.get("discriminator", "type")).strip("'")
+            expected = str(ctx.get("expected_tags", ""))
+            got = ctx.get("tag")
+            close = difflib.get_close_matches(str(got), [t.strip(" '") for t in expected.split(",")], n=1)
+            issues.append(doc.issue((*path, key), f"unknown {path[-1] if path else 'value'} {key} {got!r}; "
+                                    f"expected one of {expected}", code="bad-enum",
+                                    hint=f"did you mean `{close[0]}`?" if close else None))
+            continue
         if kind == "missing":
             parent = path
             name = loc[-1]
-            issues.append(doc.issue(parent, f"missing required key {name!r}", code="missing",
+            issues.append(doc.issue(parent, f"missing required key {name!r}", code="missing-key",
                                     hint=f"add `{name}:`" + (" under " + ".".join(map(str, parent)) if parent else "")))
             continue
         hint = None
@@ -161,8 +185,27 @@ def _from_pydantic(exc: ValidationError, doc: Located) -> list[SpecIssue]:
             close = difflib.get_close_matches(str(got), options, n=1)
             hint = f"did you mean `{close[0]}`?" if close else None
         for line in message.split("\n"):
-            issues.append(doc.issue(path, line, hint=hint, code=kind))
+            issues.append(doc.issue(path, line, hint=hint, code=_code(kind)))
     return issues
+
+
+_RANGE_ERRORS = frozenset({"greater_than", "greater_than_equal", "less_than", "less_than_equal", "multiple_of",
+                           "too_short", "too_long", "string_too_short", "string_too_long"})
+
+
+def _code(kind: str) -> str:
+    """Pydantic's error type → the lint code. Our own validators already raise with a code (``bad-...``)."""
+    if "-" in kind:
+        return kind
+    if kind in ("literal_error", "enum"):
+        return "bad-enum"
+    if kind in _RANGE_ERRORS:
+        return "out-of-range"
+    if kind.startswith(("date_", "datetime_")):
+        return "bad-date"
+    if kind.endswith(("_type", "_parsing")) or kind == "int_from_float":
+        return "wrong-type"
+    return "invalid"
 
 
 def _unwrap(annotation: Any) -> list[type[BaseModel]]:
@@ -182,17 +225,19 @@ def _unwrap(annotation: Any) -> list[type[BaseModel]]:
 
 def _allowed_keys(path: KeyPath) -> list[str]:
     models: list[type[BaseModel]] = [PipelineSpec]
+    free_key = False  # the next part is a free key of a dict of models (thresholds.<metric>)
     for part in path:
         if isinstance(part, int):
+            continue
+        if free_key:
+            free_key = False
             continue
         nxt: list[type[BaseModel]] = []
         for model in models:
             for name, info in model.model_fields.items():
                 if (info.alias or name) == part:
                     nxt.extend(_unwrap(info.annotation))
-        if not nxt:  # a dict of models (thresholds.<metric>): keys are free, stay on the value model
-            nxt = [m for model in models for info in model.model_fields.values()
-                   if typing.get_origin(info.annotation) is dict for m in _unwrap(info.annotation)]
+                    free_key = free_key or typing.get_origin(info.annotation) is dict
         models = nxt
     keys: list[str] = []
     for model in models:
@@ -211,7 +256,7 @@ def _semantic_issues(doc: Located) -> list[SpecIssue]:
     evaluate = data.get("evaluate") if isinstance(data.get("evaluate"), dict) else {}
     known = METRICS[task]
     raw_metrics = evaluate.get("metrics")
-    metrics = raw_metrics if isinstance(raw_metrics, list) else DEFAULT_METRICS[task]
+    metrics = [m for m in raw_metrics if m in known] if isinstance(raw_metrics, list) else DEFAULT_METRICS[task]
     issues = []
     if isinstance(raw_metrics, list):
         for i, metric in enumerate(raw_metrics):
@@ -255,3 +300,47 @@ def _dedupe(issues: list[SpecIssue]) -> list[SpecIssue]:
             seen.add(key)
             out.append(issue)
     return out
+
+
+# --------------------------------------------------------------------------------------------------
+# literal secrets: a spec lives in git and is shown in the DAG docs, so a secret must come from Airflow
+# --------------------------------------------------------------------------------------------------
+_SECRET_WORDS = frozenset({"password", "passwd", "pwd", "passphrase", "secret", "token", "apikey",
+                           "credential", "credentials"})
+_SECRET_PAIRS = frozenset({("api", "key"), ("access", "key"), ("private", "key"), ("auth", "key")})
+_WORDS = re.compile(r"[A-Z]?[a-z]+|[A-Z]+(?![a-z])|\d+")
+_URL_PASSWORD = re.compile(r"://[^/\s:@]+:[^/\s@]+@")
+_SECRET_HINT = ("use \"{{ conn.<conn_id>.password }}\" or \"{{ var.value.<name> }}\" instead; "
+                "a literal secret ends up in git and in the DAG docs")
+
+
+def is_secret_key(key: str) -> bool:
+    """``db_password``, ``apiKey``, ``AWS_SECRET_ACCESS_KEY``, ``auth.token``: yes. ``max_tokens``: no."""
+    words = [w.lower() for w in _WORDS.findall(key)]
+    return any(w in _SECRET_WORDS for w in words) or any(
+        pair in _SECRET_PAIRS for pair in itertools.pairwise(words))
+
+
+def _is_templated(value: str) -> bool:
+    return "{{" in value and "}}" in value
+
+
+def _secret_issues(doc: Located, value: Any, path: KeyPath) -> list[SpecIssue]:
+    issues: list[SpecIssue] = []
+    if isinstance(value, dict):
+        for key, child in value.items():
+            child_path = (*path, key)
+            literal = (isinstance(child, str) and child.strip() and not _is_templated(child)) or (
+                isinstance(child, (int, float)) and not isinstance(child, bool))
+            if literal and is_secret_key(str(key)):
+                issues.append(doc.issue(child_path, f"{key!r} looks like a secret but has a literal value",
+                                        hint=_SECRET_HINT, code="literal-secret"))
+            else:
+                issues.extend(_secret_issues(doc, child, child_path))
+    elif isinstance(value, list):
+        for i, child in enumerate(value):
+            issues.extend(_secret_issues(doc, child, (*path, i)))
+    elif isinstance(value, str) and _URL_PASSWORD.search(value) and not _is_templated(value):
+        issues.append(doc.issue(path, "the URL contains a password", hint=_SECRET_HINT,
+                                code="literal-secret"))
+    return issues

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -25,6 +26,7 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from pydantic_core import PydanticCustomError
 
 from mlops_provider.spec.expectations import EXPECTATIONS
 
@@ -59,14 +61,15 @@ def _parse_duration(value: Any) -> dt.timedelta:
     if isinstance(value, dt.timedelta):
         return value
     if isinstance(value, bool):
-        raise ValueError("expected a duration like 30s, 5m, 1h or 2d")
+        raise _fail("bad-duration", "expected a duration like 30s, 5m, 1h or 2d")
     if isinstance(value, (int, float)):
         if value < 0:
-            raise ValueError("a duration cannot be negative")
+            raise _fail("bad-duration", "a duration cannot be negative")
         return dt.timedelta(seconds=value)
     if isinstance(value, str) and (m := _DURATION.match(value)):
         return dt.timedelta(seconds=float(m.group(1)) * _UNIT_SECONDS[m.group(2)])
-    raise ValueError(f"invalid duration {value!r}: expected a number and a unit (30s, 5m, 1h, 2d, 1w)")
+    raise _fail("bad-duration",
+                f"invalid duration {value!r}: expected a number and a unit (30s, 5m, 1h, 2d, 1w)")
 
 
 def _format_duration(value: dt.timedelta) -> str:
@@ -90,16 +93,17 @@ def _check_schedule(value: Any) -> Any:
     if value is None:
         return None
     if not isinstance(value, str):
-        raise ValueError("expected a cron expression, a preset like @daily, or null")
+        raise _fail("bad-schedule", "expected a cron expression, a preset like @daily, or null")
     text = value.strip()
     if text.startswith("@"):
         if text not in CRON_PRESETS:
-            raise ValueError(f"unknown preset {text!r}; one of {', '.join(sorted(CRON_PRESETS))}")
+            raise _fail("bad-schedule", f"unknown preset {text!r}; one of {', '.join(sorted(CRON_PRESETS))}")
         return text
     from croniter import croniter  # light, and Airflow has already imported it
 
     if not croniter.is_valid(text):
-        raise ValueError(f"invalid cron expression {text!r} (expected 5 fields: minute hour day month weekday)")
+        raise _fail("bad-schedule",
+                    f"invalid cron expression {text!r} (expected 5 fields: minute hour day month weekday)")
     return text
 
 
@@ -108,6 +112,11 @@ Schedule = Annotated[
     BeforeValidator(_check_schedule),
     WithJsonSchema({"type": ["string", "null"], "description": "cron expression, preset (@daily) or null"}),
 ]
+
+
+def _fail(code: str, message: str) -> PydanticCustomError:
+    """A validation error with a stable code (``mlops lint --format json`` reports it)."""
+    return PydanticCustomError(code, message)
 
 
 class Section(BaseModel):
@@ -128,9 +137,9 @@ def check_inside_root(value: str, info: ValidationInfo, *, must_exist: bool = Fa
     root = Path(root).resolve()
     target = (root / value).resolve()
     if not target.is_relative_to(root):
-        raise ValueError(f"path {value!r} escapes the project root {root}")
+        raise _fail("path-escape", f"path {value!r} escapes the project root {root}")
     if must_exist and not target.exists():
-        raise ValueError(f"file {value!r} does not exist (looked in {root})")
+        raise _fail("file-not-found", f"file {value!r} does not exist (looked in {root})")
     return value
 
 
@@ -176,7 +185,7 @@ class Ingest(Section):
     @classmethod
     def _source_inside_root(cls, value: str, info: ValidationInfo) -> str:
         if not value.strip():
-            raise ValueError("source is empty")
+            raise _fail("empty-source", "source is empty")
         return check_inside_root(value, info)
 
     @model_validator(mode="after")
@@ -184,30 +193,28 @@ class Ingest(Section):
         if self.format is None and "{{" not in self.source:
             suffix = self.source.rsplit(".", 1)[-1].lower() if "." in self.source else ""
             if suffix not in ("csv", "parquet", "pq"):
-                raise ValueError(f"cannot tell the format of {self.source!r} from its suffix; set ingest.format")
+                raise _fail("unknown-format",
+                            f"cannot tell the format of {self.source!r} from its suffix; set ingest.format")
         if self.features is not None and self.target in self.features:
-            raise ValueError(f"the target {self.target!r} is listed among the features")
+            raise _fail("target-in-features", f"the target {self.target!r} is listed among the features")
         return self
 
 
-def _check_expectations(value: Any) -> Any:
-    if not isinstance(value, list):
-        return value
-    for item in value:
-        if not (isinstance(item, dict) and len(item) == 1):
-            raise ValueError("each expectation is a one-key mapping: - expectation_name: {kwargs}")
-        ((name, _kwargs),) = item.items()
-        if name not in EXPECTATIONS:
-            import difflib
+def _check_expectation(item: Any) -> Any:
+    if not (isinstance(item, dict) and len(item) == 1):
+        raise _fail("bad-expectation", "each expectation is a one-key mapping: - expectation_name: {kwargs}")
+    ((name, _kwargs),) = item.items()
+    if name not in EXPECTATIONS:
+        import difflib
 
-            close = difflib.get_close_matches(str(name), sorted(EXPECTATIONS), n=1)
-            raise ValueError(f"unknown Great Expectations expectation {name!r}"
-                             + (f"; did you mean {close[0]!r}?" if close else ""))
-    return value
+        close = difflib.get_close_matches(str(name), sorted(EXPECTATIONS), n=1)
+        raise _fail("unknown-expectation", f"unknown Great Expectations expectation {name!r}"
+                    + (f"; did you mean {close[0]!r}?" if close else ""))
+    return item
 
 
 class Validate(Section):
-    expectations: Annotated[list[dict[str, dict[str, Any]]], BeforeValidator(_check_expectations)] = []
+    expectations: list[Annotated[dict[str, dict[str, Any]], BeforeValidator(_check_expectation)]] = []
     suite: str | None = Field(None, description="a GX expectation suite JSON file under the project root")
     on_failure: Literal["fail", "warn"] = "fail"
 
@@ -245,11 +252,13 @@ class Train(Section):
         if value is None:
             return value
         if not re.match(r"^[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)+$", value):
-            raise ValueError(f"{value!r} is not a dotted import path like sklearn.linear_model.Ridge")
+            raise _fail("bad-import-path",
+                        f"{value!r} is not a dotted import path like sklearn.linear_model.Ridge")
         allowed = _context(info).get("allowed_modules")
         if allowed is not None and not any(value == m or value.startswith(m + ".") for m in allowed):
-            raise ValueError(f"module of {value!r} is not in the allow-list ({', '.join(allowed)}); "
-                             "an operator can extend it with [mlops] allowed_modules")
+            raise _fail("module-not-allowed",
+                        f"module of {value!r} is not in the allow-list ({', '.join(allowed)}); "
+                        "an operator can extend it with [mlops] allowed_modules")
         return value
 
     @field_validator("entrypoint")
@@ -259,14 +268,14 @@ class Train(Section):
             return value
         path, sep, func = value.partition(":")
         if not sep or not path.endswith(".py") or not func.isidentifier():
-            raise ValueError(f"{value!r} is not of the form path/to/file.py:function")
+            raise _fail("bad-entrypoint", f"{value!r} is not of the form path/to/file.py:function")
         check_inside_root(path, info, must_exist=True)
         return value
 
     @model_validator(mode="after")
     def _exactly_one(self) -> Train:
         if (self.estimator is None) == (self.entrypoint is None):
-            raise ValueError("set exactly one of train.estimator and train.entrypoint")
+            raise _fail("estimator-or-entrypoint", "set exactly one of train.estimator and train.entrypoint")
         return self
 
 
@@ -277,7 +286,7 @@ class Bound(Section):
     @model_validator(mode="after")
     def _one_bound(self) -> Bound:
         if self.min is None and self.max is None:
-            raise ValueError("a threshold needs min or max")
+            raise _fail("bad-threshold", "a threshold needs min or max")
         return self
 
 
@@ -293,17 +302,16 @@ class Evaluate(Section):
     champion: Champion = Champion()
 
 
-class Register(Section):
-    aliases: list[str] = ["challenger"]
-    tags: dict[str, str] = {}
+def _check_alias(alias: str) -> str:
+    if not re.match(r"^[A-Za-z_][\w-]*$", alias) or re.match(r"^[vV]\d+$", alias) or alias == "latest":
+        raise _fail("bad-alias",
+                    f"{alias!r} is not a valid MLflow alias (letters, digits, _ and -; not 'latest' or v<N>)")
+    return alias
 
-    @field_validator("aliases")
-    @classmethod
-    def _alias_names(cls, value: list[str]) -> list[str]:
-        for alias in value:
-            if not re.match(r"^[A-Za-z_][\w-]*$", alias) or re.match(r"^[vV]\d+$", alias) or alias == "latest":
-                raise ValueError(f"{alias!r} is not a valid MLflow alias")
-        return value
+
+class Register(Section):
+    aliases: list[Annotated[str, AfterValidator(_check_alias)]] = ["challenger"]
+    tags: dict[str, str] = {}
 
 
 class Deploy(Section):
@@ -361,7 +369,8 @@ class PipelineSpec(Section):
     @classmethod
     def _supported_version(cls, value: Any) -> Any:
         if value != SPEC_VERSION or isinstance(value, bool):
-            raise ValueError(f"unsupported spec version {value!r}; this release reads version {SPEC_VERSION}")
+            raise _fail("unsupported-version",
+                        f"unsupported spec version {value!r}; this release reads version {SPEC_VERSION}")
         return value
 
     @field_validator("name")
@@ -369,8 +378,9 @@ class PipelineSpec(Section):
     def _dag_id_safe(cls, value: str) -> str:
         if not re.match(NAME_PATTERN, value):
             suggestion = re.sub(r"[^a-z0-9_]+", "_", value.lower()).strip("_")
-            raise ValueError(f"{value!r} is not a valid pipeline name: use lowercase letters, digits and "
-                             f"underscores, starting with a letter (e.g. {suggestion!r})")
+            raise _fail("bad-name",
+                        f"{value!r} is not a valid pipeline name: use lowercase letters, digits and "
+                        f"underscores, starting with a letter (e.g. {suggestion!r})")
         return value
 
     @field_validator("start_date", mode="before")

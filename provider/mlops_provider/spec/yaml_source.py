@@ -126,8 +126,8 @@ def read_yaml(text: str, file: str) -> Located:
         doc.data = None
         if exc.args:
             line, col = doc.position(exc.args[0])
-            doc.issues.append(SpecIssue(file, line, col, f"values are nested more than {MAX_DEPTH} levels deep",
-                                        exc.args[0][:2], code="too-deep"))
+            message = f"values are nested more than {MAX_DEPTH} levels deep"
+            doc.issues.append(SpecIssue(file, line, col, message, exc.args[0][:2], code="too-deep"))
         else:
             doc.issues.append(SpecIssue(
                 file, 1, 1, f"the document expands to more than {MAX_NODES} values (alias bomb?)",
@@ -162,7 +162,7 @@ def _to_python(node: yaml.Node, path: KeyPath, doc: Located, budget: list[int]) 
             line, col = _pos(node)
             kind = "date" if node.tag.endswith(":timestamp") else _short_tag(node.tag).lstrip("!")
             doc.issues.append(SpecIssue(doc.file, line, col, f"invalid {kind} {node.value!r}: {exc}", path,
-                                        code="invalid-scalar"))
+                                        code="bad-date" if kind == "date" else "invalid-scalar"))
             return None
     if isinstance(node, yaml.SequenceNode):
         return [_to_python(child, (*path, i), doc, budget) for i, child in enumerate(node.value)]
@@ -185,8 +185,9 @@ def _to_python(node: yaml.Node, path: KeyPath, doc: Located, budget: list[int]) 
         if key in out:
             line, col = _pos(key_node)
             first = doc.key_pos[child]
-            doc.issues.append(SpecIssue(doc.file, line, col, f"duplicate key {key!r}", child,
-                                        f"first defined at line {first[0]}, column {first[1]}", "duplicate-key"))
+            first_at = f"first defined at line {first[0]}, column {first[1]}"
+            doc.issues.append(SpecIssue(doc.file, line, col, f"duplicate key {key!r}", child, first_at,
+                                        "duplicate-key"))
             continue
         doc.key_pos[child] = _pos(key_node)
         out[key] = _to_python(value_node, child, doc, budget)
