@@ -1,0 +1,162 @@
+"""Where stages read their inputs and keep run-scoped data: paths under the project root, ``s3://`` URIs.
+
+The run workspace is ``<[mlops] workspace>/<dag_id>/<run_id>/`` — by default
+``<project_root>/.mlops/workspace``, or an ``s3://bucket/prefix`` read and written with Airflow's S3Hook
+(connection ``[mlops] workspace_conn_id``). Only URIs of these files travel through XCom.
+
+Airflow's ``ObjectStoragePath`` would cover both, but its ``s3://`` backend needs ``s3fs``, whose
+``aiobotocore`` pins an older botocore than the boto3 the Amazon provider installs; S3Hook does not.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import re
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from mlops_provider import config
+from mlops_provider.exceptions import NotAllowedError, StageError
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+FORMATS = ("csv", "parquet")
+
+
+def project_path(path: str, *, what: str = "path", root: Path | None = None) -> Path:
+    """A path from a spec, resolved against the project root; it may not leave it (symlinks included)."""
+    root = (root or config.project_root()).resolve()
+    target = (root / path).resolve()
+    if not target.is_relative_to(root):
+        raise NotAllowedError(f"{what} {path!r} resolves to {target}, outside the project root {root}")
+    return target
+
+
+def is_s3(uri: str) -> bool:
+    return uri.startswith(("s3://", "s3a://"))
+
+
+def split_s3(uri: str) -> tuple[str, str]:
+    bucket, _, key = uri.split("://", 1)[1].partition("/")
+    if not bucket or not key:
+        raise StageError(f"{uri!r} is not an s3://bucket/key URI")
+    return bucket, key
+
+
+def _s3_hook(conn_id: str | None):  # type: ignore[no-untyped-def]
+    from airflow.providers.amazon.aws.hooks.s3 import S3Hook
+
+    return S3Hook(aws_conn_id=conn_id)
+
+
+def _s3_call(uri: str, action: str, call):  # type: ignore[no-untyped-def]
+    from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionError
+
+    from mlops_provider.exceptions import ServiceUnavailableError
+
+    try:
+        return call()
+    except EndpointConnectionError as exc:
+        raise ServiceUnavailableError(f"S3 endpoint for {uri} is unreachable: {exc}") from exc
+    except ClientError as exc:
+        code = exc.response.get("Error", {}).get("Code", "")
+        if code in ("404", "NoSuchKey", "NoSuchBucket"):
+            raise FileNotFoundError(f"{uri} does not exist ({code})") from exc
+        raise StageError(f"cannot {action} {uri}: {exc}") from exc
+    except BotoCoreError as exc:
+        raise ServiceUnavailableError(f"cannot {action} {uri}: {exc}") from exc
+
+
+def exists(uri: str, conn_id: str | None = None) -> bool:
+    if is_s3(uri):
+        bucket, key = split_s3(uri)
+        return bool(_s3_call(uri, "check", lambda: _s3_hook(conn_id).check_for_key(key, bucket)))
+    return Path(uri.removeprefix("file://")).exists()
+
+
+def read_bytes(uri: str, conn_id: str | None = None) -> bytes:
+    if is_s3(uri):
+        bucket, key = split_s3(uri)
+
+        def get() -> bytes:
+            body = _s3_hook(conn_id).get_conn().get_object(Bucket=bucket, Key=key)["Body"]
+            return bytes(body.read())
+
+        return bytes(_s3_call(uri, "read", get))
+    return Path(uri.removeprefix("file://")).read_bytes()
+
+
+def write_bytes(uri: str, data: bytes, conn_id: str | None = None) -> str:
+    if is_s3(uri):
+        bucket, key = split_s3(uri)
+        _s3_call(uri, "write", lambda: _s3_hook(conn_id).load_bytes(data, key, bucket, replace=True))
+        return uri
+    path = Path(uri.removeprefix("file://"))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".partial")
+    partial.write_bytes(data)
+    partial.replace(path)  # readers never see half a file
+    return str(path)
+
+
+def guess_format(uri: str, file_format: str | None = None) -> str:
+    if file_format:
+        if file_format not in FORMATS:
+            raise StageError(f"unknown file format {file_format!r}; one of {', '.join(FORMATS)}")
+        return file_format
+    suffix = uri.rsplit(".", 1)[-1].lower() if "." in uri.rsplit("/", 1)[-1] else ""
+    if suffix == "csv":
+        return "csv"
+    if suffix in ("parquet", "pq"):
+        return "parquet"
+    raise StageError(f"cannot tell the format of {uri!r} from its suffix; set the file format")
+
+
+def read_table(uri: str, conn_id: str | None = None, file_format: str | None = None) -> pd.DataFrame:
+    import pandas as pd
+
+    fmt = guess_format(uri, file_format)
+    data = io.BytesIO(read_bytes(uri, conn_id))
+    try:
+        return pd.read_csv(data) if fmt == "csv" else pd.read_parquet(data)
+    except Exception as exc:
+        raise StageError(f"cannot read {uri} as {fmt}: {exc}") from exc
+
+
+def to_parquet_bytes(frame: pd.DataFrame) -> bytes:
+    buffer = io.BytesIO()
+    frame.to_parquet(buffer, index=False)
+    return buffer.getvalue()
+
+
+def workspace_conn_id() -> str | None:
+    return config.get("workspace_conn_id") or None
+
+
+def workspace_root() -> str:
+    value = config.get("workspace")
+    if value:
+        return value.rstrip("/")
+    return str(config.project_root() / ".mlops" / "workspace")
+
+
+def _safe(part: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._=-]+", "_", part).strip("_") or "_"
+
+
+def run_workspace(dag_id: str, run_id: str) -> str:
+    """The folder (or S3 prefix) of one DAG run's data."""
+    return f"{workspace_root()}/{_safe(dag_id)}/{_safe(run_id)}"
+
+
+def frame_sha256(frame: pd.DataFrame) -> str:
+    """Content hash of a table: column names, dtypes and values; independent of file format and index."""
+    import pandas as pd
+
+    digest = hashlib.sha256()
+    for name, dtype in frame.dtypes.items():
+        digest.update(f"{name}\x1f{dtype}\x1e".encode())
+    digest.update(pd.util.hash_pandas_object(frame, index=False).to_numpy().tobytes())
+    return digest.hexdigest()
