@@ -1,21 +1,90 @@
-"""deploy stage (interface only; implementation lands with the stages work)."""
+"""Deploy stage: promote the registered version by moving an alias, only when every gate passed."""
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
+from mlops_provider.exceptions import GateFailedError
+from mlops_provider.links.mlflow import MLflowModelVersionLink, MLflowRunLink
 from mlops_provider.operators.base import MLflowStageOperator
+from mlops_provider.operators.evaluate import GateRejectedError
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context
+
+
+def _triggered_by(context: Context) -> str:
+    dag_run = context.get("dag_run")
+    user = getattr(dag_run, "triggering_user_name", None)
+    run_type = getattr(dag_run, "run_type", None)
+    who = user or (f"{run_type}" if run_type else "airflow")
+    return str(getattr(who, "value", who))
 
 
 class PromoteModelOperator(MLflowStageOperator):
-    def __init__(self, **kwargs: Any) -> None:
-        own = {k: kwargs.pop(k) for k in list(kwargs) if k not in _BASE_KEYS}
+    """Move ``@alias`` (default ``champion``) to the version the register task created.
+
+    Refuses (fails without retries) unless the evaluate task of the same DAG run recorded a passed
+    verdict — whatever the trigger rules of a hand-written DAG. The previous holder is recorded on the
+    new version (tag ``mlops.previous_<alias>``) before the alias moves, with an audit record (who,
+    which DAG run, from, to, why) on the registered model and the pipeline run, so
+    :func:`mlops_provider.stages.deploy.rollback` can undo it. Ends the pipeline's MLflow run FINISHED.
+
+    :param alias: the alias to move.
+    :param register_task_id: task whose XCom names the version.
+    :param evaluate_task_id: task whose XCom holds the verdict.
+    """
+
+    template_fields: Sequence[str] = ("alias",)
+    ui_color = "#d6ecff"
+    operator_extra_links = (MLflowRunLink(), MLflowModelVersionLink())
+
+    def __init__(
+        self,
+        *,
+        alias: str = "champion",
+        register_task_id: str = "register",
+        evaluate_task_id: str = "evaluate",
+        **kwargs: Any,
+    ) -> None:
         super().__init__(**kwargs)
-        self.stage_kwargs = own
+        self.alias = alias
+        self.register_task_id = register_task_id
+        self.evaluate_task_id = evaluate_task_id
 
-    def execute(self, context: Any) -> Any:
-        raise NotImplementedError("PromoteModelOperator is not implemented yet")
+    def execute(self, context: Context) -> dict[str, Any]:
+        from mlops_provider.stages.deploy import promote
 
+        registered = self.upstream(context, self.register_task_id, "model_name", "version")
+        verdict = context["ti"].xcom_pull(task_ids=self.evaluate_task_id)
+        run_id = self.pipeline_run_id(context)
+        ti = context["ti"]
+        name, version = registered["model_name"], str(registered["version"])
+        try:
+            promotion = promote(
+                self.hook.client,
+                model_name=name,
+                version=version,
+                alias=self.alias,
+                verdict=verdict,
+                promoted_by=_triggered_by(context),
+                dag_id=ti.dag_id,
+                dag_run_id=ti.run_id,
+                mlflow_run_id=run_id,
+                evaluate_task_id=self.evaluate_task_id,
+            )
+        except GateFailedError as exc:
+            from mlflow.entities import RunTag
 
-_BASE_KEYS = {"experiment", "model_name", "pipeline", "ml_task", "mlflow_conn_id", "spec_sha256", "task_id",
-              "doc_md", "outlets", "retries", "owner"}
+            from mlops_provider.stages.evaluate import VERDICT_REASON_TAG, VERDICT_TAG
+
+            self.hook.client.log_batch(run_id, tags=[RunTag(VERDICT_TAG, "rejected"),
+                                                     RunTag(VERDICT_REASON_TAG, str(exc)[:4000])])
+            raise GateRejectedError(str(exc)) from None
+        self.persist_model_version_link(context, name=name, version=version)
+        previous = f"v{promotion.previous_version}" if promotion.previous_version else "none (first champion)"
+        self.log.info("%s@%s: %s -> v%s. Why: %s", name, self.alias, previous, version, promotion.reason)
+        self.hook.end_pipeline_run(run_id, "FINISHED")
+        return {"alias": self.alias, "version": version, "previous_version": promotion.previous_version,
+                "model_name": name}

@@ -1,21 +1,115 @@
-"""evaluate stage (interface only; implementation lands with the stages work)."""
+"""Evaluate stage: metrics on the held-out test set, thresholds, and the champion comparison."""
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
+from airflow.sdk.exceptions import AirflowFailException
+
+from mlops_provider.exceptions import GateFailedError
 from mlops_provider.operators.base import MLflowStageOperator
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context
+
+
+class GateRejectedError(GateFailedError, AirflowFailException):
+    """A gate said no. The outcome is deterministic, so Airflow fails the task at once, without retries."""
 
 
 class EvaluateModelOperator(MLflowStageOperator):
-    def __init__(self, **kwargs: Any) -> None:
-        own = {k: kwargs.pop(k) for k in list(kwargs) if k not in _BASE_KEYS}
+    """Score the trained model on the held-out test set and decide whether it may be promoted.
+
+    The checks: every ``thresholds`` bound, and — unless ``champion_metric`` is ``None`` — the candidate
+    against the version currently holding ``@<champion_alias>``, scored on the *same* test set; it must
+    be better by at least ``champion_min_delta`` (in the metric's direction, see
+    ``mlops_provider.spec.schema.METRICS``). A registered model without a champion passes that check.
+
+    The verdict goes to the pipeline's MLflow run (metrics ``test_<metric>`` and ``champion_<metric>``,
+    artifact ``evaluation/verdict.json``, tag ``mlops.verdict``), to the task log as a table, and to XCom.
+    A rejected candidate fails the task without retries (:class:`GateRejectedError`), so register and
+    deploy never run; with ``fail_on_rejection=False`` the task succeeds and deploy refuses instead.
+
+    :param metrics: metrics to compute (classification: accuracy precision recall f1 roc_auc log_loss,
+        macro-averaged for more than two classes; regression: rmse mae r2 mape).
+    :param thresholds: ``{metric: {"min": x, "max": y}}``.
+    :param champion_metric: the metric of the champion comparison; ``None`` disables it.
+    :param champion_min_delta: how much better than the champion the candidate must be.
+    :param champion_alias: the alias whose holder is the champion (the deploy stage's alias).
+    :param fail_on_rejection: fail the task when a gate fails (default); else only record the verdict.
+    :param ingest_task_id: task whose XCom names the test set.
+    :param train_task_id: task whose XCom names the model.
+    """
+
+    template_fields: Sequence[str] = ("champion_alias",)
+    ui_color = "#fff4d6"
+
+    def __init__(
+        self,
+        *,
+        metrics: Sequence[str] | None = None,
+        thresholds: dict[str, dict[str, float]] | None = None,
+        champion_metric: str | None = None,
+        champion_min_delta: float = 0.0,
+        champion_alias: str = "champion",
+        fail_on_rejection: bool = True,
+        ingest_task_id: str = "ingest",
+        train_task_id: str = "train",
+        **kwargs: Any,
+    ) -> None:
         super().__init__(**kwargs)
-        self.stage_kwargs = own
+        from mlops_provider.spec.schema import DEFAULT_METRICS, METRICS
 
-    def execute(self, context: Any) -> Any:
-        raise NotImplementedError("EvaluateModelOperator is not implemented yet")
+        self.metrics = list(metrics) if metrics else list(DEFAULT_METRICS[self.ml_task])
+        self.thresholds = {m: dict(b) for m, b in (thresholds or {}).items()}
+        self.champion_metric = champion_metric
+        self.champion_min_delta = float(champion_min_delta)
+        self.champion_alias = champion_alias
+        self.fail_on_rejection = fail_on_rejection
+        self.ingest_task_id = ingest_task_id
+        self.train_task_id = train_task_id
+        known = METRICS[self.ml_task]
+        named = [*self.metrics, *self.thresholds, *([champion_metric] if champion_metric else [])]
+        unknown = [m for m in named if m not in known]
+        if unknown:
+            raise ValueError(f"unknown {self.ml_task} metric(s) {', '.join(map(repr, unknown))}; "
+                             f"known: {', '.join(known)}")
+        if self.champion_min_delta < 0:
+            raise ValueError("champion_min_delta cannot be negative")
 
+    def execute(self, context: Context) -> dict[str, Any]:
+        from mlops_provider.stages import evaluate as stage
+        from mlops_provider.stages import workspace
 
-_BASE_KEYS = {"experiment", "model_name", "pipeline", "ml_task", "mlflow_conn_id", "spec_sha256", "task_id",
-              "doc_md", "outlets", "retries", "owner"}
+        ingest = self.upstream(context, self.ingest_task_id, "test_uri", "target")
+        train = self.upstream(context, self.train_task_id, "model_uri")
+        run_id = self.pipeline_run_id(context)
+        test = workspace.read_table(ingest["test_uri"], workspace.workspace_conn_id(), "parquet")
+        self.log.info("Scoring %s on %d test rows (%s)", train["model_uri"], len(test), ingest["test_uri"])
+        with self.hook.activate():
+            verdict = stage.evaluate(
+                self.hook.client,
+                model_uri=train["model_uri"],
+                test=test,
+                target=ingest["target"],
+                features=ingest.get("features"),
+                task=self.ml_task,
+                metrics=self.metrics,
+                model_name=self.model_name,
+                thresholds=self.thresholds,
+                champion_metric=self.champion_metric,
+                champion_alias=self.champion_alias,
+                champion_min_delta=self.champion_min_delta,
+                run_id=train.get("mlflow_run_id") or run_id,
+            )
+        stage.record(self.hook.client, run_id, verdict)
+        for line in verdict.table().splitlines():
+            self.log.info("%s", line)
+        if not verdict.passed and self.fail_on_rejection:
+            holder = f"v{verdict.champion_version}" if verdict.champion_version else "no version"
+            raise GateRejectedError(
+                f"{self.model_name} rejected by the evaluation gate: {verdict.reason}. "
+                f"Not registered or promoted; @{self.champion_alias} stays on {holder}."
+            )
+        return verdict.as_dict()

@@ -1,0 +1,128 @@
+"""Deploy: move an alias (``@champion``) to the new version — only when every gate passed.
+
+The previous holder is written on the new version (tag ``mlops.previous_<alias>``) *before* the alias
+moves, and an audit record (who, which DAG run, from, to, why) is logged to the pipeline run
+(``deploy/promotion.json``) and on the registered model (tag ``mlops.<alias>.last_promotion``). A retry
+after the alias already moved finds it there and reports the same promotion again. :func:`rollback`
+moves the alias back to the recorded previous holder.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any
+
+from mlops_provider.exceptions import GateFailedError
+from mlops_provider.stages.evaluate import current_champion
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+
+PROMOTION_ARTIFACT = "deploy/promotion.json"
+NO_PREVIOUS = "none"
+
+
+def previous_tag(alias: str) -> str:
+    return f"mlops.previous_{alias}"
+
+
+def last_promotion_tag(alias: str) -> str:
+    return f"mlops.{alias}.last_promotion"
+
+
+@dataclass(frozen=True)
+class Promotion:
+    model_name: str
+    alias: str
+    version: str
+    previous_version: str | None
+    promoted_by: str
+    dag_id: str | None
+    dag_run_id: str | None
+    mlflow_run_id: str | None
+    reason: str
+    promoted_at: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def require_passed(verdict: dict[str, Any] | None, *, alias: str, version: str, evaluate_task_id: str) -> str:
+    """The verdict's reason if it passed; otherwise refuse with a reason a data engineer can act on."""
+    if not isinstance(verdict, dict) or "passed" not in verdict:
+        raise GateFailedError(
+            f"refusing to move @{alias} to version {version}: no evaluation verdict from task "
+            f"{evaluate_task_id!r} in this DAG run (evaluate must run and pass before deploy)"
+        )
+    if verdict["passed"] is not True:
+        raise GateFailedError(
+            f"refusing to move @{alias} to version {version}: the evaluation gate did not pass: "
+            f"{verdict.get('reason') or 'no reason recorded'}"
+        )
+    return str(verdict.get("reason") or "every gate passed")
+
+
+def promote(
+    client: MlflowClient,
+    *,
+    model_name: str,
+    version: str,
+    alias: str,
+    verdict: dict[str, Any] | None,
+    promoted_by: str,
+    dag_id: str | None = None,
+    dag_run_id: str | None = None,
+    mlflow_run_id: str | None = None,
+    evaluate_task_id: str = "evaluate",
+) -> Promotion:
+    """Move ``@alias`` to ``version`` after checking the verdict; record the previous holder."""
+    version = str(version)
+    why = require_passed(verdict, alias=alias, version=version, evaluate_task_id=evaluate_task_id)
+    target = client.get_model_version(model_name, version)
+    holder = current_champion(client, model_name, alias)
+    if holder is not None and str(holder.version) == version:
+        recorded = target.tags.get(previous_tag(alias))
+        previous = None if recorded in (None, NO_PREVIOUS) else recorded
+    else:
+        previous = str(holder.version) if holder is not None else None
+        client.set_model_version_tag(model_name, version, previous_tag(alias), previous or NO_PREVIOUS)
+        client.set_registered_model_alias(model_name, alias, version)
+    promotion = Promotion(
+        model_name=model_name, alias=alias, version=version, previous_version=previous,
+        promoted_by=promoted_by, dag_id=dag_id, dag_run_id=dag_run_id, mlflow_run_id=mlflow_run_id,
+        reason=why, promoted_at=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+    )
+    record(client, promotion)
+    return promotion
+
+
+def record(client: MlflowClient, promotion: Promotion) -> None:
+    """The audit trail: on the version, on the registered model, and on the pipeline run."""
+    name, version, alias = promotion.model_name, promotion.version, promotion.alias
+    client.set_model_version_tag(name, version, f"mlops.promoted_to_{alias}_at", promotion.promoted_at)
+    client.set_model_version_tag(name, version, f"mlops.promoted_to_{alias}_by", promotion.promoted_by)
+    summary = {k: v for k, v in promotion.as_dict().items() if k != "reason"}
+    client.set_registered_model_tag(name, last_promotion_tag(alias), json.dumps(summary))
+    if promotion.mlflow_run_id:
+        from mlflow.entities import RunTag
+
+        client.log_batch(promotion.mlflow_run_id, tags=[
+            RunTag(f"mlops.{alias}_version", version),
+            RunTag(f"mlops.previous_{alias}_version", promotion.previous_version or NO_PREVIOUS),
+        ])
+        record_json = json.dumps(promotion.as_dict(), indent=2)
+        client.log_text(promotion.mlflow_run_id, record_json, PROMOTION_ARTIFACT)
+
+
+def rollback(client: MlflowClient, *, model_name: str, alias: str = "champion") -> tuple[str, str]:
+    """Move ``@alias`` back to the version it held before the current one. Returns ``(from, to)``."""
+    holder = current_champion(client, model_name, alias)
+    if holder is None:
+        raise GateFailedError(f"{model_name} has no @{alias} to roll back")
+    previous = holder.tags.get(previous_tag(alias))
+    if previous in (None, NO_PREVIOUS):
+        raise GateFailedError(f"{model_name}@{alias} (v{holder.version}) has no recorded previous holder")
+    client.set_registered_model_alias(model_name, alias, str(previous))
+    return str(holder.version), str(previous)

@@ -1,0 +1,347 @@
+"""Evaluate: score the candidate on the held-out test set, check thresholds, compare with the champion.
+
+Plain functions with no Airflow in them: the operator calls them, and so does ``bench/plain_pipeline.py``.
+The outcome is a :class:`Verdict` — every check with its values and whether it passed — which is
+recorded on the pipeline's MLflow run (metrics, ``evaluation/verdict.json``, tag ``mlops.verdict``),
+printed as a table in the task log, and handed to register/deploy through XCom.
+
+The champion check loads the version that holds ``@<champion_alias>`` and scores it on the *same* test
+set, so the comparison is fair even when the test set changed since the champion was trained. The
+first model of a registered model has no champion and passes that check.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
+
+from mlops_provider.spec.schema import METRICS
+
+if TYPE_CHECKING:
+    import pandas as pd
+    from mlflow import MlflowClient
+    from mlflow.entities.model_registry import ModelVersion
+
+VERDICT_TAG = "mlops.verdict"
+VERDICT_REASON_TAG = "mlops.verdict_reason"
+VERDICT_ARTIFACT = "evaluation/verdict.json"
+PASSED = "passed"
+REJECTED = "rejected"
+#: scores closer than this are equal (a retrained identical model must not lose to its twin)
+TOLERANCE = 1e-9
+
+
+@dataclass(frozen=True)
+class Check:
+    """One gate: ``value`` compared with ``bound`` by ``op``."""
+
+    name: Literal["threshold", "champion"]
+    metric: str
+    value: float
+    op: Literal[">=", "<="]
+    bound: float | None
+    passed: bool
+    reason: str
+
+    @property
+    def label(self) -> str:
+        return f"{self.metric} {self.op} {_fmt(self.bound)}"
+
+
+@dataclass
+class Verdict:
+    """What evaluate decided, and why. ``as_dict()`` is what goes to XCom and to ``verdict.json``."""
+
+    model_name: str
+    metrics: dict[str, float]
+    checks: list[Check] = field(default_factory=list)
+    champion_alias: str | None = None
+    champion_version: str | None = None
+    champion_metrics: dict[str, float] = field(default_factory=dict)
+    champion_metric: str | None = None
+    test_rows: int = 0
+
+    @property
+    def passed(self) -> bool:
+        return all(check.passed for check in self.checks)
+
+    @property
+    def status(self) -> str:
+        return PASSED if self.passed else REJECTED
+
+    @property
+    def champion_value(self) -> float | None:
+        if self.champion_metric is None:
+            return None
+        return self.champion_metrics.get(self.champion_metric)
+
+    @property
+    def reason(self) -> str:
+        """One line a data engineer can act on: every failed check, or why it passed."""
+        failed = [c.reason for c in self.checks if not c.passed]
+        if failed:
+            return "; ".join(failed)
+        return "; ".join(c.reason for c in self.checks) or "no gates configured"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "passed": self.passed,
+            "status": self.status,
+            "reason": self.reason,
+            "model_name": self.model_name,
+            "metrics": dict(self.metrics),
+            "checks": [asdict(c) for c in self.checks],
+            "champion_alias": self.champion_alias,
+            "champion_version": self.champion_version,
+            "champion_metric": self.champion_metric,
+            "champion_value": self.champion_value,
+            "champion_metrics": dict(self.champion_metrics),
+            "test_rows": self.test_rows,
+        }
+
+    def table(self) -> str:
+        """The verdict as a fixed-width table for the task log."""
+        rows = [("check", "metric", "candidate", "rule", "champion", "result")]
+        for check in self.checks:
+            champion = ""
+            if check.name == "champion" and self.champion_version is not None:
+                champion = f"v{self.champion_version}: {_fmt(self.champion_metrics.get(check.metric))}"
+            rule = f"{check.op} {_fmt(check.bound)}" if check.bound is not None else "(none)"
+            rows.append((check.name, check.metric, _fmt(check.value), rule, champion,
+                         "PASS" if check.passed else "FAIL"))
+        for metric, value in self.metrics.items():
+            if not any(c.metric == metric for c in self.checks):
+                champion = _fmt(self.champion_metrics[metric]) if metric in self.champion_metrics else ""
+                rows.append(("(metric)", metric, _fmt(value), "", champion, ""))
+        widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+        lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in rows]
+        lines.insert(1, "  ".join("-" * w for w in widths))
+        head = f"Evaluation of {self.model_name} on {self.test_rows} held-out rows"
+        tail = f"Verdict: {self.status.upper()} - {self.reason}"
+        return "\n".join([head, *lines, tail])
+
+
+def _fmt(value: float | None) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float) and math.isnan(value):
+        return "nan"
+    return f"{value:.4f}"
+
+
+# --------------------------------------------------------------------------------------------------
+# scoring
+# --------------------------------------------------------------------------------------------------
+def direction(task: str, metric: str) -> Literal["max", "min"]:
+    try:
+        return METRICS[task][metric]
+    except KeyError:
+        known = ", ".join(METRICS.get(task, {}))
+        raise ValueError(f"unknown {task} metric {metric!r}; known: {known}") from None
+
+
+def load_model(model_uri: str) -> Any:
+    """The model as its native scikit-learn object when it has that flavor (for ``predict_proba``).
+
+    Uses MLflow's module-level tracking/registry URI: call it inside ``MLflowHook.activate()``.
+    """
+    from mlflow.models import get_model_info
+
+    flavors = get_model_info(model_uri).flavors
+    if "sklearn" in flavors:
+        import mlflow.sklearn
+
+        return mlflow.sklearn.load_model(model_uri)
+    import mlflow.pyfunc
+
+    return mlflow.pyfunc.load_model(model_uri)
+
+
+def _probabilities(model: Any, features: pd.DataFrame) -> tuple[Any, list[Any]]:
+    if hasattr(model, "predict_proba"):
+        proba = model.predict_proba(features)
+        classes = list(getattr(model, "classes_", range(proba.shape[1])))
+        return proba, classes
+    raise ValueError(f"{type(model).__name__} has no predict_proba; roc_auc and log_loss need probabilities "
+                     "(choose other metrics, or an estimator that predicts probabilities)")
+
+
+def score(
+    model: Any, features: pd.DataFrame, target: pd.Series, *, task: str, metrics: list[str]
+) -> dict[str, float]:
+    """The requested metrics of ``model`` on ``(features, target)``.
+
+    Classification with more than two classes uses macro averages (and one-vs-rest for roc_auc);
+    for two classes, the positive class is the larger label (``1`` for 0/1 targets).
+    """
+    import numpy as np
+    from sklearn import metrics as skm
+
+    for metric in metrics:
+        direction(task, metric)
+    predicted = model.predict(features)
+    results: dict[str, float] = {}
+    if task == "regression":
+        y_true = np.asarray(target, dtype=float)
+        y_pred = np.asarray(predicted, dtype=float).reshape(len(y_true))
+        scorers = {
+            "rmse": lambda: math.sqrt(skm.mean_squared_error(y_true, y_pred)),
+            "mae": lambda: skm.mean_absolute_error(y_true, y_pred),
+            "r2": lambda: skm.r2_score(y_true, y_pred),
+            "mape": lambda: skm.mean_absolute_percentage_error(y_true, y_pred),
+        }
+        return {m: float(scorers[m]()) for m in metrics}
+
+    y_true = np.asarray(target)
+    y_pred = np.asarray(predicted).reshape(len(y_true))
+    labels = sorted(set(y_true.tolist()) | set(y_pred.tolist()), key=str)
+    classes = list(getattr(model, "classes_", labels))
+    binary = len(classes) <= 2
+    averaging: dict[str, Any] = (
+        {"average": "binary", "pos_label": classes[-1]} if binary else {"average": "macro", "labels": classes}
+    )
+    for metric in metrics:
+        if metric == "accuracy":
+            results[metric] = float(skm.accuracy_score(y_true, y_pred))
+        elif metric in ("precision", "recall", "f1"):
+            fn = {"precision": skm.precision_score, "recall": skm.recall_score, "f1": skm.f1_score}[metric]
+            results[metric] = float(fn(y_true, y_pred, zero_division=0, **averaging))
+    if {"roc_auc", "log_loss"} & set(metrics):
+        proba, proba_classes = _probabilities(model, features)
+        if "roc_auc" in metrics:
+            if len(set(y_true.tolist())) < 2:
+                raise ValueError("roc_auc is undefined: the test set holds a single class")
+            if binary:
+                results["roc_auc"] = float(skm.roc_auc_score(y_true == proba_classes[-1], proba[:, -1]))
+            else:
+                results["roc_auc"] = float(
+                    skm.roc_auc_score(y_true, proba, multi_class="ovr", average="macro", labels=proba_classes)
+                )
+        if "log_loss" in metrics:
+            results["log_loss"] = float(skm.log_loss(y_true, proba, labels=proba_classes))
+    return {m: results[m] for m in metrics}
+
+
+# --------------------------------------------------------------------------------------------------
+# gates
+# --------------------------------------------------------------------------------------------------
+def threshold_checks(metrics: dict[str, float], thresholds: dict[str, dict[str, float]]) -> list[Check]:
+    checks = []
+    for metric, bound in thresholds.items():
+        value = metrics[metric]
+        if bound.get("min") is not None:
+            ok = value >= bound["min"] - TOLERANCE
+            checks.append(Check("threshold", metric, value, ">=", float(bound["min"]), ok,
+                                f"{metric} {_fmt(value)} {'>=' if ok else '<'} minimum {_fmt(bound['min'])}"))
+        if bound.get("max") is not None:
+            ok = value <= bound["max"] + TOLERANCE
+            checks.append(Check("threshold", metric, value, "<=", float(bound["max"]), ok,
+                                f"{metric} {_fmt(value)} {'<=' if ok else '>'} maximum {_fmt(bound['max'])}"))
+    return checks
+
+
+def champion_check(
+    *, task: str, metric: str, candidate: float, champion: float | None, champion_version: str | None,
+    alias: str, min_delta: float,
+) -> Check:
+    """The candidate must beat the champion by ``min_delta`` in the metric's direction (a tie passes at 0)."""
+    best = direction(task, metric)
+    op: Literal[">=", "<="] = ">=" if best == "max" else "<="
+    if champion is None:
+        return Check("champion", metric, candidate, op, None, True, f"no @{alias} yet: first model")
+    bound = champion + min_delta if best == "max" else champion - min_delta
+    ok = candidate >= bound - TOLERANCE if best == "max" else candidate <= bound + TOLERANCE
+    word = "beats" if ok else "does not beat"
+    delta = f" by the required {min_delta:g}" if min_delta else ""
+    return Check("champion", metric, candidate, op, bound, ok,
+                 f"{metric} {_fmt(candidate)} {word} @{alias} (v{champion_version}: {_fmt(champion)}){delta}")
+
+
+def current_champion(client: MlflowClient, model_name: str, alias: str) -> ModelVersion | None:
+    """The version holding ``@alias``, or ``None`` when the model or the alias does not exist yet."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return client.get_model_version_by_alias(model_name, alias)
+    except MlflowException as exc:
+        if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "NOT_FOUND", "INVALID_PARAMETER_VALUE"):
+            return None
+        raise
+
+
+def evaluate(
+    client: MlflowClient,
+    *,
+    model_uri: str,
+    test: pd.DataFrame,
+    target: str,
+    features: list[str] | None,
+    task: str,
+    metrics: list[str],
+    model_name: str,
+    thresholds: dict[str, dict[str, float]] | None = None,
+    champion_metric: str | None = None,
+    champion_alias: str = "champion",
+    champion_min_delta: float = 0.0,
+    run_id: str | None = None,
+) -> Verdict:
+    """Score the candidate and decide. Needs MLflow's fluent URIs set (``MLflowHook.activate()``).
+
+    ``run_id`` is the candidate's pipeline run: if the champion came from that same run (a cleared and
+    re-run DAG run), it is not compared with itself.
+    """
+    thresholds = thresholds or {}
+    wanted = list(dict.fromkeys([*metrics, *thresholds, *([champion_metric] if champion_metric else [])]))
+    columns = features or [c for c in test.columns if c != target]
+    x_test, y_test = test[columns], test[target]
+
+    candidate = score(load_model(model_uri), x_test, y_test, task=task, metrics=wanted)
+    verdict = Verdict(model_name=model_name, metrics=candidate, champion_alias=champion_alias,
+                      champion_metric=champion_metric, test_rows=len(test))
+    verdict.checks.extend(threshold_checks(candidate, thresholds))
+    if champion_metric is None:
+        return verdict
+
+    holder = current_champion(client, model_name, champion_alias)
+    if holder is not None and run_id is not None and holder.run_id == run_id:
+        holder = None  # the champion is this very run's model: nothing to compare against
+    if holder is not None:
+        verdict.champion_version = str(holder.version)
+        try:
+            champion_model = load_model(f"models:/{model_name}/{holder.version}")
+            verdict.champion_metrics = score(champion_model, x_test, y_test, task=task, metrics=wanted)
+        except Exception as exc:
+            verdict.checks.append(Check(
+                "champion", champion_metric, candidate[champion_metric], ">=", None, False,
+                f"@{champion_alias} (v{holder.version}) could not be scored on this test set: "
+                f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''} "
+                "(disable evaluate.champion to promote regardless)",
+            ))
+            return verdict
+    verdict.checks.append(champion_check(
+        task=task, metric=champion_metric, candidate=candidate[champion_metric],
+        champion=verdict.champion_value, champion_version=verdict.champion_version,
+        alias=champion_alias, min_delta=champion_min_delta,
+    ))
+    return verdict
+
+
+def record(client: MlflowClient, run_id: str, verdict: Verdict) -> None:
+    """Put the verdict on the pipeline run: metrics, the JSON artifact and the ``mlops.verdict`` tag."""
+    import time
+
+    from mlflow.entities import Metric, RunTag
+
+    now = int(time.time() * 1000)
+    values = [Metric(f"test_{k}", v, now, 0) for k, v in verdict.metrics.items() if math.isfinite(v)]
+    values += [
+        Metric(f"champion_{k}", v, now, 0) for k, v in verdict.champion_metrics.items() if math.isfinite(v)
+    ]
+    values.append(Metric("gates_passed", 1.0 if verdict.passed else 0.0, now, 0))
+    tags = [RunTag(VERDICT_TAG, verdict.status), RunTag(VERDICT_REASON_TAG, verdict.reason[:4000])]
+    if verdict.champion_version is not None:
+        tags.append(RunTag("mlops.champion_version", verdict.champion_version))
+    client.log_batch(run_id, metrics=values, tags=tags)
+    client.log_text(run_id, json.dumps(verdict.as_dict(), indent=2, default=str), VERDICT_ARTIFACT)
