@@ -112,7 +112,12 @@ def lint(
     loaded = load_all(paths, project_root)
     issues: list[SpecIssue] = [issue for item in loaded for issue in item.issues]
     invalid = sum(1 for item in loaded if item.issues)
-    summary = {"files": len(loaded), "valid": len(loaded) - invalid, "invalid": invalid, "errors": len(issues)}
+    summary = {
+        "files": len(loaded),
+        "valid": len(loaded) - invalid,
+        "invalid": invalid,
+        "errors": len(issues),
+    }
     if output_format is OutputFormat.json:
         typer.echo(_dumps({"issues": [issue.as_dict() for issue in issues], "summary": summary}))
     else:
@@ -141,7 +146,8 @@ def schema_text() -> str:
 @app.command()
 def schema(
     output: Annotated[
-        Path | None, typer.Option("--output", "-o", help="Write to this file instead of stdout.", dir_okay=False)
+        Path | None,
+        typer.Option("--output", "-o", help="Write to this file instead of stdout.", dir_okay=False),
     ] = None,
 ) -> None:
     """Print the JSON Schema of the pipeline spec (for editors and CI)."""
@@ -191,12 +197,16 @@ def show(
     from rich.markup import escape
     from rich.tree import Tree
 
-    root = Tree(f"[bold]{escape(plan.name)}[/bold]  from {escape(plan.source)}  (sha256 {plan.spec_sha256[:12]})")
+    root = Tree(
+        f"[bold]{escape(plan.name)}[/bold]  from {escape(plan.source)}  (sha256 {plan.spec_sha256[:12]})"
+    )
     for dag in plan.dags:
         node = root.add(f"[bold cyan]DAG {escape(dag.dag_id)}[/bold cyan] ({dag.kind})")
         node.add(f"schedule: {escape(_schedule_text(dag.schedule, dag.schedule_on_assets))}")
-        node.add(f"start: {dag.start_date.isoformat()}  catchup: {dag.catchup}  owner: {escape(dag.owner)}  "
-                 f"tags: {escape(', '.join(dag.tags))}")
+        node.add(
+            f"start: {dag.start_date.isoformat()}  catchup: {dag.catchup}  owner: {escape(dag.owner)}  "
+            f"tags: {escape(', '.join(dag.tags))}"
+        )
         tasks = node.add("tasks")
         for task in dag.tasks:
             after = f"  ← {', '.join(task.upstream)}" if task.upstream else ""

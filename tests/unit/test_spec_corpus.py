@@ -52,8 +52,9 @@ def test_bad_spec_reports_exactly_the_declared_issues(unit: Path) -> None:
     code, report = _lint_json(str(unit))
     got = Counter((Path(i["file"]).name, i["line"], i["column"], i["code"]) for i in report["issues"])
     assert code == 1
-    assert got == expected, "\n".join(f"{i['file']}:{i['line']}:{i['column']}: {i['code']}: {i['message']}"
-                                       for i in report["issues"])
+    assert got == expected, "\n".join(
+        f"{i['file']}:{i['line']}:{i['column']}: {i['code']}: {i['message']}" for i in report["issues"]
+    )
     assert all(i["message"] for i in report["issues"])
 
 
@@ -61,10 +62,29 @@ def test_corpus_covers_every_class_of_mistake() -> None:
     """Guards the corpus itself: deleting a file (or a check) must not go unnoticed."""
     codes = {code for unit in UNITS for (_, _, _, code) in _expected(unit)}
     required = {
-        "yaml-syntax", "tab", "duplicate-key", "yaml-tag", "alias-bomb", "unknown-key", "wrong-type", "bad-enum",
-        "bad-schedule", "bad-duration", "bad-date", "bad-metric", "out-of-range", "estimator-or-entrypoint",
-        "file-not-found", "module-not-allowed", "path-escape", "duplicate-name", "unsupported-version",
-        "literal-secret", "missing-key", "unknown-expectation", "merge-key",
+        "yaml-syntax",
+        "tab",
+        "duplicate-key",
+        "yaml-tag",
+        "alias-bomb",
+        "unknown-key",
+        "wrong-type",
+        "bad-enum",
+        "bad-schedule",
+        "bad-duration",
+        "bad-date",
+        "bad-metric",
+        "out-of-range",
+        "estimator-or-entrypoint",
+        "file-not-found",
+        "module-not-allowed",
+        "path-escape",
+        "duplicate-name",
+        "unsupported-version",
+        "literal-secret",
+        "missing-key",
+        "unknown-expectation",
+        "merge-key",
     }
     assert required <= codes, f"no bad spec exercises {sorted(required - codes)}"
 
@@ -134,4 +154,3 @@ def test_deeply_nested_yaml_is_an_issue_not_a_crash(tmp_path: Path) -> None:
     spec.write_text("version: 1\nname: deep\ntrain:\n  params:\n    x: " + "[" * 900 + "]" * 900 + "\n")
     loaded = load_spec(spec, project_root=tmp_path, allowed_modules=None)
     assert [(i.line, i.code) for i in loaded.issues] == [(5, "too-deep")]
-
