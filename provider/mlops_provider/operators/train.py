@@ -1,21 +1,89 @@
-"""train stage (interface only; implementation lands with the stages work)."""
+"""Train stage: fit an estimator (or a user entrypoint) on the train split; log the model to MLflow."""
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 from mlops_provider.operators.base import MLflowStageOperator
 
+if TYPE_CHECKING:
+    from airflow.sdk import Context
 
 class TrainModelOperator(MLflowStageOperator):
-    def __init__(self, **kwargs: Any) -> None:
-        own = {k: kwargs.pop(k) for k in list(kwargs) if k not in _BASE_KEYS}
+    """Train on the split written by the ingest task and log the model to the pipeline's MLflow run.
+
+    :param estimator: dotted path of a scikit-learn-API estimator class; its module must be in
+        ``[mlops] allowed_modules`` (checked when the task runs).
+    :param entrypoint: ``path/to/file.py:function`` under the project root, called as
+        ``function(X_train, y_train, params)`` and returning a fitted model. Exactly one of the two.
+    :param hyperparams: estimator keyword arguments, or the ``params`` given to the entrypoint
+        (named so because ``params`` is Airflow's own operator argument). Templated.
+    :param seed: seeds Python's and NumPy's generators, and ``random_state`` when the estimator takes
+        one and ``hyperparams`` does not set it.
+    :param runner: where training runs: ``{"type": "local"}`` (in the task's process).
+    :param ingest_task_id: task whose result names the train split.
+    """
+
+    template_fields: Sequence[str] = ("hyperparams",)
+    template_fields_renderers = {"hyperparams": "json"}
+    ui_color = "#ede3fb"
+
+    def __init__(
+        self,
+        *,
+        estimator: str | None = None,
+        entrypoint: str | None = None,
+        hyperparams: Mapping[str, Any] | None = None,
+        seed: int | None = None,
+        runner: Mapping[str, Any] | None = None,
+        ingest_task_id: str = "ingest",
+        **kwargs: Any,
+    ) -> None:
         super().__init__(**kwargs)
-        self.stage_kwargs = own
+        if (estimator is None) == (entrypoint is None):
+            raise ValueError("give exactly one of estimator and entrypoint")
+        self.estimator = estimator
+        self.entrypoint = entrypoint
+        self.hyperparams = dict(hyperparams or {})
+        self.seed = seed
+        self.runner = dict(runner or {"type": "local"})
+        self.ingest_task_id = ingest_task_id
 
-    def execute(self, context: Any) -> Any:
-        raise NotImplementedError("TrainModelOperator is not implemented yet")
+    def execute(self, context: Context) -> dict[str, Any]:
+        from airflow.sdk.exceptions import AirflowFailException
 
+        from mlops_provider.exceptions import NotAllowedError
 
-_BASE_KEYS = {"experiment", "model_name", "pipeline", "ml_task", "mlflow_conn_id", "spec_sha256", "task_id",
-              "doc_md", "outlets", "retries", "owner"}
+        ingested = self.upstream(context, self.ingest_task_id, "train_uri", "target")
+        run_id = self.pipeline_run_id(context)
+        runner_type = self.runner.get("type", "local")
+        runners = {"local": self._train_locally}
+        if runner_type not in runners:
+            raise AirflowFailException(
+                f"train runner {runner_type!r} is not available in this version of airflow-provider-mlops "
+                f"(available: {', '.join(runners)})"
+            )
+        try:
+            result = runners[runner_type](ingested, run_id)
+        except NotAllowedError as exc:  # configuration, not a transient failure: retrying cannot help
+            raise AirflowFailException(str(exc)) from exc
+        self.log.info("Trained %s on %d rows; model %s", result["model_class"], result["train_rows"],
+                      result["model_uri"])
+        return result
+
+    def _train_locally(self, ingested: Mapping[str, Any], run_id: str) -> dict[str, Any]:
+        from mlops_provider.stages.train import train
+
+        with self.hook.activate():
+            return train(
+                ingested["train_uri"],
+                target=ingested["target"],
+                features=ingested.get("features"),
+                estimator=self.estimator,
+                entrypoint=self.entrypoint,
+                params=self.hyperparams,
+                seed=self.seed,
+                client=self.hook.client,
+                mlflow_run_id=run_id,
+            )

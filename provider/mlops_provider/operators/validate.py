@@ -1,21 +1,72 @@
-"""validate stage (interface only; implementation lands with the stages work)."""
+"""Validate stage: Great Expectations on the ingested snapshot; a failure names each broken expectation."""
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 from mlops_provider.operators.base import MLflowStageOperator
 
+if TYPE_CHECKING:
+    from airflow.sdk import Context
+
 
 class ValidateDatasetOperator(MLflowStageOperator):
-    def __init__(self, **kwargs: Any) -> None:
-        own = {k: kwargs.pop(k) for k in list(kwargs) if k not in _BASE_KEYS}
+    """Check the snapshot written by the ingest task against expectations (GX 1.x, ephemeral context).
+
+    The result JSON and an HTML report are logged to the pipeline's MLflow run (``validation/``).
+
+    :param expectations: ``[{expectation_name: kwargs}, ...]``, e.g.
+        ``[{"expect_column_values_to_not_be_null": {"column": "age"}}]``.
+    :param suite: a GX expectation suite JSON file under the project root (added to ``expectations``).
+    :param on_failure: ``fail`` — the task fails at once (no retries: the data will not improve by
+        retrying) with a message naming each failed expectation, column and observed value;
+        ``warn`` — record the failure and continue.
+    :param ingest_task_id: task whose result names the snapshot.
+    """
+
+    template_fields: Sequence[str] = ("suite",)
+    ui_color = "#fdf2d0"
+
+    def __init__(
+        self,
+        *,
+        expectations: Sequence[Mapping[str, Mapping[str, Any] | None]] = (),
+        suite: str | None = None,
+        on_failure: str = "fail",
+        ingest_task_id: str = "ingest",
+        **kwargs: Any,
+    ) -> None:
         super().__init__(**kwargs)
-        self.stage_kwargs = own
+        if on_failure not in ("fail", "warn"):
+            raise ValueError(f"on_failure must be fail or warn, not {on_failure!r}")
+        self.expectations = [dict(e) for e in expectations]
+        self.suite = suite
+        self.on_failure = on_failure
+        self.ingest_task_id = ingest_task_id
 
-    def execute(self, context: Any) -> Any:
-        raise NotImplementedError("ValidateDatasetOperator is not implemented yet")
+    def execute(self, context: Context) -> dict[str, Any]:
+        from airflow.sdk.exceptions import AirflowFailException
 
+        from mlops_provider.exceptions import DataValidationError
+        from mlops_provider.stages.validate import validate
 
-_BASE_KEYS = {"experiment", "model_name", "pipeline", "ml_task", "mlflow_conn_id", "spec_sha256", "task_id",
-              "doc_md", "outlets", "retries", "owner"}
+        ingested = self.upstream(context, self.ingest_task_id, "snapshot_uri")
+        run_id = self.pipeline_run_id(context)
+        try:
+            result = validate(
+                ingested["snapshot_uri"],
+                expectations=self.expectations,
+                suite=self.suite,
+                on_failure=self.on_failure,
+                client=self.hook.client,
+                mlflow_run_id=run_id,
+                title=f"Data validation of {self.pipeline} ({context['ti'].run_id})",
+            )
+        except DataValidationError as exc:
+            raise AirflowFailException(str(exc)) from exc
+        if result["success"]:
+            self.log.info("Data validation passed: %s", result["summary"])
+        else:
+            self.log.warning("Data validation failed (on_failure=warn, continuing): %s", result["summary"])
+        return result

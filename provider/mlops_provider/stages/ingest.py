@@ -144,8 +144,8 @@ def log_to_mlflow(
         with warnings.catch_warnings():  # source-type ambiguity and integer-schema hints: noise here
             warnings.simplefilter("ignore", UserWarning)
             dataset = mlflow.data.from_pandas(part, source=source, targets=target, name=f"{name}-{context}")
-        tags = [InputTag(MLFLOW_DATASET_CONTEXT, context)]
-        inputs.append(DatasetInput(dataset._to_mlflow_entity(), tags=tags))
+            entity = dataset._to_mlflow_entity()
+        inputs.append(DatasetInput(entity, tags=[InputTag(MLFLOW_DATASET_CONTEXT, context)]))
     client.log_inputs(run_id, datasets=inputs)
     client.log_batch(
         run_id,
