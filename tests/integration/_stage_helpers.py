@@ -1,0 +1,62 @@
+"""Helpers shared by the ingest/validate/train stage tests: a throw-away project root with real data,
+and reading what a ``dag.test()`` run left behind (task states, XCom)."""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+MLFLOW_ENV = (
+    "MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "MLFLOW_TRACKING_TOKEN", "MLFLOW_TRACKING_USERNAME",
+    "MLFLOW_TRACKING_PASSWORD", "AIRFLOW_CONN_MLFLOW_DEFAULT", "AIRFLOW__MLOPS__WORKSPACE",
+    "AIRFLOW__MLOPS__WORKSPACE_CONN_ID", "AIRFLOW__MLOPS__MLFLOW_UI_URL", "AIRFLOW__MLOPS__ALLOWED_MODULES",
+)
+
+
+def make_project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A project root with ``data/breast_cancer.csv`` (classification) and ``data/diabetes.csv`` (regression).
+
+    MLflow falls back to the embedded store under this root unless a test configures a server.
+    """
+    from sklearn.datasets import load_breast_cancer, load_diabetes
+
+    root = tmp_path / "project"
+    (root / "data").mkdir(parents=True)
+    load_breast_cancer(as_frame=True).frame.to_csv(root / "data" / "breast_cancer.csv", index=False)
+    load_diabetes(as_frame=True).frame.to_csv(root / "data" / "diabetes.csv", index=False)
+    for name in MLFLOW_ENV:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AIRFLOW__MLOPS__PROJECT_ROOT", str(root))
+    monkeypatch.setenv("MLFLOW_ALLOW_PICKLE_DESERIALIZATION", "true")  # tests load the models they logged
+    return root
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}_{uuid.uuid4().hex[:8]}"
+
+
+def states(dag_run: Any) -> dict[str, str]:
+    return {ti.task_id: str(ti.state) for ti in dag_run.get_task_instances()}
+
+
+def xcom(dag_run: Any, task_id: str, key: str = "return_value") -> Any:
+    from airflow.models.xcom import XComModel
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        row = session.execute(
+            XComModel.get_many(run_id=dag_run.run_id, dag_ids=dag_run.dag_id, task_ids=task_id, key=key)
+        ).first()
+        return None if row is None else XComModel.deserialize_value(row[0])
+
+
+def try_number(dag_run: Any, task_id: str) -> int:
+    return int(dag_run.get_task_instance(task_id).try_number)
+
+
+def pipeline_runs(client: Any, experiment: str) -> list[Any]:
+    experiment_obj = client.get_experiment_by_name(experiment)
+    return [] if experiment_obj is None else client.search_runs([experiment_obj.experiment_id])
