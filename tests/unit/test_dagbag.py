@@ -5,8 +5,12 @@ Real Airflow, real spec files copied into a temp project; nothing faked.
 
 from __future__ import annotations
 
+import json
+import os
 import re
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -231,3 +235,109 @@ def test_providers_manager_lists_the_provider() -> None:
     sections = dict(manager.provider_configs)["airflow-provider-mlops"]
     assert {"pipelines_folder", "project_root", "allowed_modules"} <= set(sections["mlops"]["options"])
     assert conf.get("mlops", "allowed_modules") == "sklearn,xgboost,lightgbm,catboost"
+
+
+# --------------------------------------------------------------------------------------------------
+# fresh processes: what the dag processor pays, and what reaches the metadata DB
+# --------------------------------------------------------------------------------------------------
+HEAVY = ("mlflow", "great_expectations", "evidently", "sklearn", "pandas", "numpy", "boto3", "docker")
+
+_PARSE_PROBE = """
+import json, sys
+from pathlib import Path
+from airflow.dag_processing.dagbag import BundleDagBag
+dags = Path(sys.argv[1])
+bag = BundleDagBag(dag_folder=dags, bundle_path=dags, bundle_name="dags-folder")
+heavy = sorted(m for m in sys.modules if m.split(".")[0] in sys.argv[2].split(","))
+print(json.dumps({"dags": sorted(bag.dag_ids), "errors": sorted(bag.import_errors), "heavy": heavy}))
+"""
+
+_CLI_PROBE = """
+import io, json, sys
+from contextlib import redirect_stdout
+from airflow.cli import cli_parser
+
+def airflow(*argv):
+    args = cli_parser.get_parser().parse_args(list(argv))
+    out = io.StringIO()
+    code = 0
+    with redirect_stdout(out):
+        try:
+            args.func(args)
+        except SystemExit as exc:
+            code = exc.code
+    return code, out.getvalue()
+
+airflow("db", "migrate")
+airflow("dags", "reserialize")
+errors_code, errors = airflow("dags", "list-import-errors", "-o", "json")
+_, dags = airflow("dags", "list", "-o", "json")
+print(json.dumps({"errors_code": errors_code, "errors": json.loads(errors), "dags": json.loads(dags)}))
+"""
+
+
+def _airflow_env(project: Path, home: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "_AIRFLOW"))}
+    env.update(
+        AIRFLOW_HOME=str(home),
+        AIRFLOW__DATABASE__SQL_ALCHEMY_CONN=f"sqlite:///{home / 'airflow.db'}",
+        AIRFLOW__CORE__DAGS_FOLDER=str(project / "dags"),
+        AIRFLOW__CORE__LOAD_EXAMPLES="False",
+        AIRFLOW__MLOPS__PROJECT_ROOT=str(project),
+    )
+    return env
+
+
+def _last_json_line(output: str) -> dict:
+    return json.loads(output.strip().splitlines()[-1])
+
+
+def test_parse_in_a_fresh_process_imports_nothing_heavy(project: Path, tmp_path: Path) -> None:
+    home = tmp_path / "airflow_home"
+    home.mkdir()
+    probe = subprocess.run(
+        [sys.executable, "-c", _PARSE_PROBE, str(project / "dags"), ",".join(HEAVY)],
+        env=_airflow_env(project, home),
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+    result = _last_json_line(probe.stdout)
+    assert result["heavy"] == [], "a parse-time module imports a heavy library at module level"
+    assert set(result["dags"]) == GOOD_DAG_IDS
+    assert result["errors"] == ["ml_pipelines.py"]
+
+
+@pytest.mark.slow
+def test_import_errors_reach_the_metadata_db_and_good_dags_stay_listed(project: Path, tmp_path: Path) -> None:
+    """The real CLI code paths on a fresh SQLite DB: db migrate, dags reserialize (parse + DB sync), then what
+    a user sees with `airflow dags list-import-errors` and `airflow dags list`."""
+    home = tmp_path / "airflow_home"
+    home.mkdir()
+    probe = subprocess.run(
+        [sys.executable, "-c", _CLI_PROBE],
+        env=_airflow_env(project, home),
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=300,
+    )
+    assert probe.returncode == 0, probe.stderr[-3000:]
+    result = _last_json_line(probe.stdout)
+
+    assert result["errors_code"] == 1  # list-import-errors fails a CI step when a spec is broken
+    (error,) = result["errors"]
+    assert (error["bundle_name"], error["filepath"]) == ("dags-folder", "ml_pipelines.py")
+    reported = {
+        (Path(f).name, int(line), int(col)) for f, line, col, _ in _ISSUE_LINE.findall(error["error"])
+    }
+    expected = {
+        (name, int(line), int(col))
+        for name in BAD
+        for line, col, _ in _EXPECT.findall((SPECS / "bad" / name).read_text())
+    }
+    assert reported == expected
+    assert {d["dag_id"] for d in result["dags"]} == GOOD_DAG_IDS
+    owners = {d["dag_id"]: d["owners"] for d in result["dags"]}
+    assert owners["breast_cancer"] == ["ml-platform"]
