@@ -131,8 +131,10 @@ def _normalise_dates(expectation: Expectation, frame: pd.DataFrame) -> Expectati
 # running GX
 # --------------------------------------------------------------------------------------------------
 def _json_safe(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return str(value)
+    if isinstance(value, bool):
+        return bool(value)
+    if isinstance(value, float):  # np.float64 too: plain floats keep messages readable
+        return float(value) if math.isfinite(value) else str(value)
     if isinstance(value, dict):
         return {str(k): _json_safe(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
