@@ -1,0 +1,518 @@
+"""Monitor: is the live data still like the data the champion learned from? (Evidently data drift)
+
+Plain functions with no Airflow in them (the operator, the tests and ``bench/drift_bench.py`` call them);
+heavy libraries are imported inside the functions.
+
+The *reference* is the training data of the model version that holds ``@<alias>`` now: the version's
+MLflow run carries the URI of the train split that ingest wrote (:func:`find_reference`).
+
+How drift is computed, and why not with ``DataDriftPreset``: the preset tests every column three times
+(``DriftedColumnsCount``, one ``ValueDrift`` per column, and ``DatasetDriftMetric`` + ``DataDriftTable``
+again while rendering), each time over full copies of both tables. Here each column is read on its own
+(parquet columns lazily, so only two columns are in memory at a time) and tested **once** with
+Evidently's ``ValueDrift`` — the same stattest choice, threshold and verdict as the preset — next to a
+few data-quality metrics of that column. The per-column Evidently snapshots are then merged into one
+Evidently snapshot (one HTML report, one JSON). The dataset verdict is Evidently's own rule
+(``legacy.calculations.data_drift.get_dataset_drift``): drifted columns / tested columns >= drift share.
+When the current data also holds the target, the model is scored on it (Evidently classification or
+regression quality).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+import json
+import math
+import re
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from mlops_provider.exceptions import StageError
+from mlops_provider.stages import workspace
+
+if TYPE_CHECKING:
+    import pandas as pd
+    from evidently.core.report import Snapshot
+    from mlflow import MlflowClient
+
+#: tag of every monitoring run, so the MLflow UI can filter them from training runs
+TAG_RUN_TYPE = "mlops.run_type"
+RUN_TYPE_MONITOR = "monitor"
+#: tags of the training run: where ingest wrote the train split / the snapshot (the drift reference)
+TAG_TRAIN_URI = "mlops.train_uri"
+TAG_SNAPSHOT_URI = "mlops.snapshot_uri"
+REPORT_ARTIFACT = "monitor/drift_report.html"
+SNAPSHOT_ARTIFACT = "monitor/drift_snapshot.json"
+VERDICT_ARTIFACT = "monitor/verdict.json"
+PREDICTION = "prediction"
+_DRIFT_TYPES = ("num", "cat", "text")  # Evidently ColumnType values that have drift tests
+
+
+class ReferenceNotFoundError(StageError):
+    """No model version holds the alias, or its run does not say which data it was trained on."""
+
+
+# --------------------------------------------------------------------------------------------- reference
+@dataclass(frozen=True)
+class Reference:
+    """The model version the live data is compared with, and the data it learned from."""
+
+    model_name: str
+    alias: str
+    version: str
+    run_id: str
+    data_uri: str
+    data_sha256: str | None = None
+
+    @property
+    def model_uri(self) -> str:
+        return f"models:/{self.model_name}/{self.version}"
+
+
+def find_reference(client: MlflowClient, model_name: str, alias: str) -> Reference:
+    """The version holding ``@alias`` and the train split its run recorded.
+
+    Raises :class:`ReferenceNotFoundError` when nothing holds the alias yet (the training DAG never
+    promoted a model) or the run does not name its data.
+    """
+    from mlops_provider.hooks.mlflow import TAG_DAG_ID, TAG_DATA_SHA, TAG_RUN_ID
+    from mlops_provider.stages.evaluate import current_champion
+
+    version = current_champion(client, model_name, alias)
+    if version is None:
+        raise ReferenceNotFoundError(
+            f"no model holds @{alias} yet; run the training DAG first "
+            f"(registered model {model_name!r} has no version with that alias)"
+        )
+    if not version.run_id:
+        raise ReferenceNotFoundError(
+            f"{model_name} v{version.version} (@{alias}) has no MLflow run, so its training data is unknown"
+        )
+    tags = client.get_run(version.run_id).data.tags
+    sha = tags.get(TAG_DATA_SHA)
+    uri = tags.get(TAG_TRAIN_URI) or tags.get(TAG_SNAPSHOT_URI)
+    if not uri and sha and tags.get(TAG_DAG_ID) and tags.get(TAG_RUN_ID):
+        # Runs made before ingest tagged the URI: the split lives where ingest writes it (content-addressed).
+        uri = f"{workspace.run_workspace(tags[TAG_DAG_ID], tags[TAG_RUN_ID])}/data-{sha[:16]}/train.parquet"
+    if not uri:
+        raise ReferenceNotFoundError(
+            f"the MLflow run {version.run_id} of {model_name} v{version.version} (@{alias}) does not record "
+            f"its training data (tag {TAG_TRAIN_URI}); retrain it with the ingest stage of this provider"
+        )
+    return Reference(model_name, alias, str(version.version), version.run_id, uri, sha)
+
+
+# ------------------------------------------------------------------------------------------------ tables
+class TableColumns:
+    """A CSV or parquet table (path under the project root, or ``s3://``), read one column at a time.
+
+    Parquet columns are read lazily from the file, so a wide table never sits in memory as a whole; a CSV
+    has to be parsed once, with pandas (as ingest does, so dtypes match the training data).
+    """
+
+    def __init__(self, uri: str, conn_id: str | None = None, file_format: str | None = None) -> None:
+        self.uri = uri
+        self.format = workspace.guess_format(uri, file_format)
+        self._frame: pd.DataFrame | None = None
+        try:
+            if self.format == "parquet":
+                import pyarrow as pa
+                import pyarrow.parquet as pq
+
+                local = None if workspace.is_s3(uri) else uri.removeprefix("file://")
+                source: Any = local if local else pa.BufferReader(workspace.read_bytes(uri, conn_id))
+                self._parquet = pq.ParquetFile(source, memory_map=local is not None)
+                index = set(_pandas_index_columns(self._parquet.schema_arrow))
+                self.names = [n for n in self._parquet.schema_arrow.names if n not in index]
+                self.num_rows = int(self._parquet.metadata.num_rows)
+            else:
+                import pandas as pd
+
+                self._frame = pd.read_csv(io.BytesIO(workspace.read_bytes(uri, conn_id)))
+                self.names = [str(c) for c in self._frame.columns]
+                self.num_rows = len(self._frame)
+        except (FileNotFoundError, StageError):
+            raise
+        except Exception as exc:
+            raise StageError(f"cannot read {uri} as {self.format}: {exc}") from exc
+
+    def frame(self, names: Sequence[str]) -> pd.DataFrame:
+        if self._frame is not None:
+            return self._frame[list(names)]
+        return self._parquet.read(columns=list(names), use_pandas_metadata=False).to_pandas()
+
+
+def _pandas_index_columns(schema: Any) -> list[str]:
+    metadata = schema.metadata or {}
+    raw = metadata.get(b"pandas")
+    if not raw:
+        return []
+    return [c for c in json.loads(raw).get("index_columns", []) if isinstance(c, str)]
+
+
+def current_uri(current: str) -> str:
+    """The current data's URI: ``s3://`` as is, anything else a path under the project root."""
+    from mlops_provider.stages.ingest import source_uri
+
+    return source_uri(current)
+
+
+# ------------------------------------------------------------------------------------------------- drift
+@dataclass(frozen=True)
+class ColumnDrift:
+    """Evidently's ``ValueDrift`` verdict for one column."""
+
+    column: str
+    column_type: str
+    method: str
+    threshold: float
+    score: float
+    drifted: bool
+
+
+@dataclass
+class DriftResult:
+    """What the monitor found. :meth:`verdict` is the small dict that goes to XCom."""
+
+    columns: list[ColumnDrift]
+    drift_share_threshold: float
+    current_rows: int
+    reference_rows: int
+    skipped: dict[str, str] = field(default_factory=dict)
+    quality: dict[str, float] = field(default_factory=dict)
+    performance: dict[str, float] = field(default_factory=dict)
+    snapshot: Snapshot | None = field(default=None, repr=False)
+
+    @property
+    def drifted_columns(self) -> list[str]:
+        return [c.column for c in self.columns if c.drifted]
+
+    @property
+    def share_of_drifted_columns(self) -> float:
+        return len(self.drifted_columns) / len(self.columns) if self.columns else 0.0
+
+    @property
+    def dataset_drift(self) -> bool:
+        # Evidently's rule (get_dataset_drift): share of drifted columns >= drift_share
+        return bool(self.columns) and self.share_of_drifted_columns >= self.drift_share_threshold
+
+    def verdict(self) -> dict[str, Any]:
+        return {
+            "dataset_drift": self.dataset_drift,
+            "drift_share": round(self.share_of_drifted_columns, 6),
+            "drift_share_threshold": self.drift_share_threshold,
+            "number_of_columns": len(self.columns),
+            "drifted_columns": self.drifted_columns,
+        }
+
+    def summary(self) -> str:
+        state = "DRIFT" if self.dataset_drift else "no drift"
+        return (f"{state}: {len(self.drifted_columns)} of {len(self.columns)} column(s) drifted "
+                f"({self.share_of_drifted_columns:.0%}; dataset drift at >= {self.drift_share_threshold:.0%})"
+                + (f": {', '.join(self.drifted_columns)}" if self.drifted_columns else ""))
+
+
+def detect_drift(
+    current: TableColumns,
+    reference: TableColumns,
+    *,
+    target: str | None = None,
+    columns: Sequence[str] | None = None,
+    drift_share: float = 0.5,
+    stattest: str | None = None,
+    stattest_threshold: float | None = None,
+    ml_task: str = "classification",
+    load_model: Callable[[], Any] | None = None,
+    title: str | None = None,
+) -> DriftResult:
+    """Drift of ``current`` against ``reference``, column by column, plus quality and (with the target
+    in ``current`` and ``load_model`` given) model performance. Returns the result with its snapshot.
+
+    :param columns: the columns to test; default: every reference column except ``target``.
+    :param stattest: Evidently stattest name for every column (``ks``, ``psi``, ``wasserstein``, ...);
+        default: Evidently's choice per column type and size.
+    :param stattest_threshold: drift threshold of that stattest; default: the stattest's own.
+    """
+    if not 0 < drift_share <= 1:
+        raise StageError(f"drift_share must be in (0, 1], not {drift_share}")
+    if columns is None:
+        columns = [c for c in reference.names if c != target]
+    missing = [c for c in columns if c not in current.names]
+    absent = [c for c in columns if c not in reference.names]
+    if absent:
+        raise StageError(f"column(s) {', '.join(map(repr, absent))} are not in the reference data "
+                         f"{reference.uri}")
+    if missing:
+        raise StageError(f"the current data {current.uri} lacks column(s) {', '.join(map(repr, missing))} "
+                         f"that the model was trained on; it has: {', '.join(current.names)}")
+    if current.num_rows == 0:
+        raise StageError(f"the current data {current.uri} has no rows")
+    _check_stattest(stattest)
+
+    result = DriftResult([], drift_share, current.num_rows, reference.num_rows)
+    snapshots: list[Snapshot] = []
+    missing_cells = 0
+    for name in columns:
+        snapshot, drift, missing_count = _column_report(
+            name, current.frame([name]), reference.frame([name]), stattest, stattest_threshold
+        )
+        missing_cells += missing_count
+        result.quality[f"missing_share.{name}"] = missing_count / current.num_rows
+        if drift is None:
+            result.skipped[name] = "no drift test for this column type"
+        else:
+            result.columns.append(drift)
+        snapshots.append(snapshot)
+    result.quality["rows"] = float(current.num_rows)
+    result.quality["missing_share"] = missing_cells / (current.num_rows * max(len(columns), 1))
+
+    if target is not None and target in current.names and load_model is not None:
+        snapshot, performance = _performance_report(current, list(columns), target, ml_task, load_model)
+        result.performance = performance
+        snapshots.append(snapshot)
+    result.snapshot = _merge(snapshots, result, title=title)
+    return result
+
+
+def _check_stattest(stattest: str | None) -> None:
+    if stattest is None:
+        return
+    try:  # Evidently's registry of stattest names (private; skip the early check if it moves)
+        from evidently.legacy.calculations.stattests.registry import _registered_stat_tests
+    except ImportError:
+        return
+    if stattest not in _registered_stat_tests:
+        known = ", ".join(sorted(_registered_stat_tests))
+        raise StageError(f"unknown drift method {stattest!r}; Evidently knows: {known}")
+
+
+def _column_report(
+    name: str,
+    current: pd.DataFrame,
+    reference: pd.DataFrame,
+    stattest: str | None,
+    threshold: float | None,
+) -> tuple[Snapshot, ColumnDrift | None, int]:
+    from evidently import Report
+    from evidently.core.datasets import infer_column_type
+    from evidently.legacy.tests.base_test import TestStatus
+    from evidently.metrics import MaxValue, MeanValue, MinValue, MissingValueCount, ValueDrift
+
+    column_type = infer_column_type(current[name]).value
+    missing = MissingValueCount(column=name, tests=[])
+    metrics: list[Any] = [missing]
+    drift_metric = None
+    if column_type in _DRIFT_TYPES:
+        drift_metric = ValueDrift(column=name, method=stattest, threshold=threshold)
+        metrics.insert(0, drift_metric)
+    if column_type == "num":
+        metrics += [MinValue(column=name, tests=[]), MaxValue(column=name, tests=[]),
+                    MeanValue(column=name, tests=[])]
+    try:
+        snapshot = Report(metrics, include_tests=True).run(current, reference)
+    except Exception as exc:
+        raise StageError(f"Evidently failed on column {name!r}: {type(exc).__name__}: {exc}") from exc
+    missing_count = int(snapshot.metric_results[missing.metric_id].count.value)
+    if drift_metric is None:
+        return snapshot, None, missing_count
+    value = snapshot.metric_results[drift_metric.metric_id]
+    test = next(iter(value.tests))
+    config = value.to_dict()["config"]  # method/threshold as Evidently resolved them
+    drift = ColumnDrift(
+        column=name,
+        column_type=column_type,
+        method=str(config.get("method") or stattest or ""),
+        threshold=float(config.get("threshold") if config.get("threshold") is not None else math.nan),
+        score=float(value.value),
+        drifted=test.status == TestStatus.FAIL,
+    )
+    return snapshot, drift, missing_count
+
+
+_CLASSIFICATION = {"accuracy": "Accuracy", "precision": "Precision", "recall": "Recall", "f1": "F1Score"}
+_REGRESSION = {"rmse": "RMSE", "mae": "MAE", "r2": "R2Score", "mean_error": "MeanError"}
+
+
+def _performance_report(
+    current: TableColumns, features: list[str], target: str, ml_task: str, load_model: Callable[[], Any]
+) -> tuple[Snapshot, dict[str, float]]:
+    import evidently.metrics as em
+    import pandas as pd
+    from evidently import (
+        BinaryClassification,
+        DataDefinition,
+        Dataset,
+        MulticlassClassification,
+        Regression,
+        Report,
+    )
+
+    frame = current.frame([*features, target])
+    frame = frame[frame[target].notna()]
+    if frame.empty:
+        raise StageError(f"the target column {target!r} of the current data has no values")
+    model = load_model()
+    try:
+        predicted = model.predict(frame[features])
+    except Exception as exc:
+        raise StageError(f"the reference model could not score the current data: {exc}") from exc
+    scored = pd.DataFrame({target: frame[target].to_numpy(), PREDICTION: _flat(predicted)})
+    del frame
+    if ml_task == "regression":
+        definition = DataDefinition(regression=[Regression(target=target, prediction=PREDICTION)])
+        wanted = _REGRESSION
+    else:
+        labels = set(pd.unique(scored[target])) | set(pd.unique(scored[PREDICTION]))
+        kind = BinaryClassification if labels <= {0, 1} else MulticlassClassification
+        task = kind(target=target, prediction_labels=PREDICTION)
+        definition = DataDefinition(classification=[task])
+        wanted = _CLASSIFICATION
+    metrics = {key: getattr(em, cls)() for key, cls in wanted.items()}
+    dataset = Dataset.from_pandas(scored, data_definition=definition)
+    snapshot = Report(list(metrics.values())).run(dataset, None)
+    values = {}
+    for key, metric in metrics.items():
+        result = snapshot.metric_results[metric.metric_id]
+        value = getattr(result, "value", None)
+        if value is None and hasattr(result, "mean"):  # MeanStdValue (MAE, mean error)
+            value = result.mean.value
+        if value is not None and math.isfinite(float(value)):
+            values[key] = float(value)
+    return snapshot, values
+
+
+def _flat(predicted: Any) -> Any:
+    import numpy as np
+
+    array = np.asarray(predicted)
+    return array.ravel() if array.ndim == 2 and array.shape[1] == 1 else array
+
+
+def _merge(snapshots: list[Snapshot], result: DriftResult, *, title: str | None) -> Snapshot:
+    """One Evidently snapshot of every column's report, headed by the dataset verdict."""
+    from evidently.core.metric_types import metric_tests_widget
+    from evidently.core.report import Snapshot, metric_tests_stats
+    from evidently.core.serialization import ReportModel, SnapshotModel
+    from evidently.legacy.renderers.html_widgets import CounterData, counter, header_text, table_data
+
+    models = [s.to_snapshot_model() for s in snapshots]
+    tests = [t for s in snapshots for t in s.tests_results]
+    rows = sorted(result.columns, key=lambda c: (not c.drifted, c.column))
+    headline = [
+        header_text(label=title or "Data drift against the model's training data"),
+        counter(counters=[
+            CounterData("Dataset drift", "DETECTED" if result.dataset_drift else "not detected"),
+            CounterData("Drifted columns", f"{len(result.drifted_columns)} of {len(result.columns)} "
+                        f"({result.share_of_drifted_columns:.0%}; "
+                        f"threshold {result.drift_share_threshold:.0%})"),
+            CounterData("Rows (current / reference)", f"{result.current_rows} / {result.reference_rows}"),
+        ]),
+        table_data(
+            title="Drift by column",
+            column_names=["Column", "Type", "Method", "Threshold", "Drift score", "Drift detected"],
+            data=[[c.column, c.column_type, c.method, f"{c.threshold:.3g}", f"{c.score:.4g}",
+                   "yes" if c.drifted else "no"] for c in rows],
+        ),
+    ]
+    if result.performance:
+        headline.append(counter(
+            title="Model performance on the current data",
+            counters=[CounterData(k, f"{v:.4g}") for k, v in result.performance.items()],
+        ))
+    merged = SnapshotModel(
+        report=ReportModel(items=[]),
+        name=title,
+        timestamp=dt.datetime.now(),
+        metadata={},
+        tags=[],
+        metric_results={k: v for m in models for k, v in m.metric_results.items()},
+        top_level_metrics=[k for m in models for k in m.top_level_metrics],
+        widgets=[*headline, *(w for m in models for w in m.widgets)],
+        tests_widgets=[metric_tests_stats(tests), metric_tests_widget(tests)] if tests else [],
+    )
+    return Snapshot.load_model(merged)
+
+
+# ------------------------------------------------------------------------------------------------ MLflow
+_METRIC_KEY = re.compile(r"[^A-Za-z0-9_\-. /]")
+
+
+def metric_key(*parts: str) -> str:
+    """An MLflow metric name from column names (which may hold characters MLflow refuses)."""
+    return ".".join(_METRIC_KEY.sub("_", p) for p in parts)[:250]
+
+
+def log_monitoring_run(
+    client: MlflowClient,
+    run_id: str,
+    result: DriftResult,
+    reference: Reference,
+    *,
+    current: str,
+    stattest: str | None,
+    stattest_threshold: float | None,
+    tags: dict[str, str] | None = None,
+) -> str:
+    """Record the result on the monitoring run (metrics, params, tags, HTML report, Evidently JSON, verdict)
+    and tag the model version with it. Returns the report's artifact URI."""
+    from mlflow.entities import Metric, Param, RunTag
+
+    now = int(dt.datetime.now(dt.timezone.utc).timestamp() * 1000)
+    metrics = {
+        "drift.dataset_drift": float(result.dataset_drift),
+        "drift.share_of_drifted_columns": result.share_of_drifted_columns,
+        "drift.number_of_drifted_columns": float(len(result.drifted_columns)),
+        "drift.number_of_columns": float(len(result.columns)),
+        **{metric_key("drift.score", c.column): c.score for c in result.columns},
+        **{metric_key("quality", k): v for k, v in result.quality.items()},
+        **{metric_key("performance", k): v for k, v in result.performance.items()},
+    }
+    params = {
+        "drift.share_threshold": result.drift_share_threshold,
+        "drift.method": stattest or "evidently default",
+        "drift.threshold": stattest_threshold if stattest_threshold is not None else "method default",
+        "reference.model_version": reference.version,
+        "reference.data_uri": reference.data_uri,
+        "current.data_uri": current,
+    }
+    all_tags = {
+        **(tags or {}),
+        TAG_RUN_TYPE: RUN_TYPE_MONITOR,
+        "mlops.model_name": reference.model_name,
+        "mlops.model_version": reference.version,
+        "mlops.model_alias": reference.alias,
+        "mlops.reference_run_id": reference.run_id,
+        "mlops.dataset_drift": str(result.dataset_drift).lower(),
+        "mlops.drifted_columns": ",".join(result.drifted_columns)[:5000],
+    }
+    if reference.data_sha256:
+        all_tags["mlops.reference_data_sha256"] = reference.data_sha256
+    items = [Metric(k, float(v), now, 0) for k, v in metrics.items() if math.isfinite(float(v))]
+    for start in range(0, max(len(items), 1), 900):  # MLflow accepts 1,000 metrics per batch
+        client.log_batch(
+            run_id,
+            metrics=items[start:start + 900],
+            params=[Param(k, str(v)[:6000]) for k, v in params.items()] if start == 0 else [],
+            tags=[RunTag(k, str(v)) for k, v in all_tags.items()] if start == 0 else [],
+        )
+    if result.snapshot is None:
+        raise StageError("the drift result has no Evidently snapshot to log")
+    with tempfile.TemporaryDirectory(prefix="mlops-monitor-") as tmp:
+        folder = Path(tmp) / "monitor"
+        folder.mkdir()
+        result.snapshot.save_html(str(folder / Path(REPORT_ARTIFACT).name))
+        result.snapshot.save_json(str(folder / Path(SNAPSHOT_ARTIFACT).name))
+        verdict = {**result.verdict(), "columns": [c.__dict__ for c in result.columns],
+                   "skipped": result.skipped, "performance": result.performance,
+                   "reference": reference.__dict__, "current": current}
+        (folder / Path(VERDICT_ARTIFACT).name).write_text(json.dumps(verdict, indent=2, default=str))
+        client.log_artifacts(run_id, str(folder), artifact_path="monitor")
+    client.set_model_version_tag(reference.model_name, reference.version, "mlops.monitor.last_run_id", run_id)
+    client.set_model_version_tag(reference.model_name, reference.version, "mlops.monitor.dataset_drift",
+                                 str(result.dataset_drift).lower())
+    artifact_uri = client.get_run(run_id).info.artifact_uri
+    return f"{artifact_uri.rstrip('/')}/{REPORT_ARTIFACT}"
