@@ -228,7 +228,8 @@ def test_show_text_lists_dags_tasks_dependencies_and_schedules() -> None:
     assert "schedule: @daily" in out
     assert "validate  ValidateDatasetOperator  ← ingest" in out
     assert "deploy  PromoteModelOperator  ← register" in out
-    assert "detect_drift  DetectDriftOperator  → emits x-mlops://breast_cancer/drift" in out
+    assert "request_retrain  RequestRetrainOperator  ← detect_drift  → emits x-mlops://breast_cancer/drift" \
+        in out
 
 
 def test_show_json_is_the_plan() -> None:
@@ -245,7 +246,7 @@ def test_show_json_is_the_plan() -> None:
     assert training["schedule"] == "@weekly"
     assert (
         training["schedule_on_assets"]
-        == monitor["outlets"]["detect_drift"]
+        == monitor["outlets"]["request_retrain"]
         == ["x-mlops://breast_cancer/drift"]
     )
     assert training["default_args"]["retry_delay"] == 300

@@ -197,8 +197,10 @@ def test_retrain_asset_wiring_in_the_serialized_dags(project: Path, pipeline: st
     assert {(d["source"], d["target"], d["label"]) for d in monitor["dag_dependencies"]} >= {
         (f"{pipeline}_monitor", "asset", uri)
     }
-    (drift,) = bag.dags[f"{pipeline}_monitor"].tasks
-    assert [a.uri for a in drift.outlets] == [uri]
+    monitor_dag = bag.dags[f"{pipeline}_monitor"]
+    drift, request = monitor_dag.get_task("detect_drift"), monitor_dag.get_task("request_retrain")
+    assert request.upstream_task_ids == {"detect_drift"}
+    assert [a.uri for a in request.outlets] == [uri] and not drift.outlets
 
 
 def test_no_retrain_means_no_asset_schedule(project: Path) -> None:

@@ -129,19 +129,35 @@ def _monitor(spec: PipelineSpec, common: dict[str, Any]) -> TaskPlan:
     monitor = spec.monitor
     if monitor is None:
         raise ValueError(f"pipeline {spec.name!r} has no monitor section")
+    # Without its own ``current``, the monitor watches the training source itself (new data lands there).
+    current = monitor.current or spec.ingest.source
     return TaskPlan(
         "detect_drift",
         f"{OPERATORS}.monitor.DetectDriftOperator",
         {
             **common,
-            "current": monitor.current,
+            "current": current,
+            "current_conn_id": spec.ingest.conn_id,
+            "file_format": None if monitor.current else spec.ingest.format,
+            "target": spec.ingest.target,
             "reference_alias": spec.deploy.alias,
             "drift_share": monitor.drift.share,
             "stattest": monitor.drift.method,
             "stattest_threshold": monitor.drift.threshold,
-            "retrain_asset": retrain_asset_uri(spec.name) if monitor.retrain else None,
         },
-        doc=f"Evidently drift of `{monitor.current}` against the `@{spec.deploy.alias}` training data.",
+        doc=f"Evidently drift of `{current}` against the `@{spec.deploy.alias}` training data.",
+    )
+
+
+@stage("request_retrain")
+def _request_retrain(spec: PipelineSpec, common: dict[str, Any]) -> TaskPlan:
+    return TaskPlan(
+        "request_retrain",
+        f"{OPERATORS}.monitor.RequestRetrainOperator",
+        {"drift_task_id": "detect_drift"},
+        upstream=("detect_drift",),
+        doc=f"On dataset drift, emit `{retrain_asset_uri(spec.name)}`, which schedules the training DAG; "
+            "skipped otherwise.",
     )
 
 
@@ -202,7 +218,9 @@ def build_plan(spec: PipelineSpec, *, source: str, text: str, spec_sha256: str) 
         )
     ]
     if spec.monitor is not None:
-        monitor_task = STAGES["monitor"](spec, common)
+        monitor_tasks = [STAGES["monitor"](spec, common)]
+        if retrain:
+            monitor_tasks.append(STAGES["request_retrain"](spec, common))
         dags.append(
             DagPlan(
                 dag_id=f"{spec.name}_monitor",
@@ -215,8 +233,8 @@ def build_plan(spec: PipelineSpec, *, source: str, text: str, spec_sha256: str) 
                 tags=(*tags, "mlops:monitor"),
                 default_args=default_args,
                 doc_md=_doc(spec, source, text, "monitor"),
-                tasks=(monitor_task,),
-                outlets={monitor_task.task_id: (retrain_asset_uri(spec.name),)} if retrain else {},
+                tasks=tuple(monitor_tasks),
+                outlets={"request_retrain": (retrain_asset_uri(spec.name),)} if retrain else {},
             )
         )
     return PipelinePlan(spec.name, source, spec_sha256, tuple(dags))
