@@ -127,15 +127,28 @@ def _context(info: ValidationInfo) -> dict[str, Any]:
     return info.context or {}
 
 
+_URL_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+
+
 def check_inside_root(value: str, info: ValidationInfo, *, must_exist: bool = False) -> str:
-    """Relative paths resolve against the project root and must stay inside it."""
-    if "://" in value or "{{" in value:
-        return value
+    """Relative paths resolve against the project root and must stay inside it.
+
+    ``file://`` URLs are paths too. Of a templated path only the fixed folder before the first ``{{`` can be
+    checked here (``../../etc/{{ ds }}.csv`` escapes whatever ``ds`` is); the stages check the rendered path.
+    """
+    path = value.removeprefix("file://")
+    if _URL_SCHEME.match(path):
+        return value  # s3://... : the stage checks the scheme and uses the connection
+    if "{{" in path:
+        path = path.split("{{", 1)[0].rpartition("/")[0]
+        must_exist = False
+        if not path:
+            return value
     root = _context(info).get("project_root")
     if root is None:
         return value
     root = Path(root).resolve()
-    target = (root / value).resolve()
+    target = (root / path).resolve()
     if not target.is_relative_to(root):
         raise _fail("path-escape", f"path {value!r} escapes the project root {root}")
     if must_exist and not target.exists():
