@@ -165,11 +165,22 @@ def _from_pydantic(exc: ValidationError, doc: Located) -> list[SpecIssue]:
             ctx = err.get("ctx", {})
             key = str(ctx.get("discriminator", "type")).strip("'")
             expected = str(ctx.get("expected_tags", ""))
-            got = ctx.get("tag")
-            close = difflib.get_close_matches(str(got), [t.strip(" '") for t in expected.split(",")], n=1)
-            issues.append(doc.issue((*path, key), f"unknown {path[-1] if path else 'value'} {key} {got!r}; "
+            tag = ctx.get("tag")
+            close = difflib.get_close_matches(str(tag), [t.strip(" '") for t in expected.split(",")], n=1)
+            issues.append(doc.issue((*path, key), f"unknown {path[-1] if path else 'value'} {key} {tag!r}; "
                                     f"expected one of {expected}", code="bad-enum",
                                     hint=f"did you mean `{close[0]}`?" if close else None))
+            continue
+        if kind == "union_tag_not_found":
+            key = str(err.get("ctx", {}).get("discriminator", "type")).strip("'")
+            options = sorted(_discriminator_values(path, key))
+            issues.append(doc.issue(path, f"missing required key {key!r}", code="missing-key",
+                                    hint=f"add `{key}:` ({' or '.join(options)})" if options else None))
+            continue
+        if kind == "model_type":
+            allowed = _allowed_keys(path)
+            issues.append(doc.issue(path, "expected a mapping of keys", code="wrong-type",
+                                    hint=f"keys: {', '.join(allowed)}" if allowed else None))
             continue
         if kind == "missing":
             parent = path
@@ -223,7 +234,24 @@ def _unwrap(annotation: Any) -> list[type[BaseModel]]:
     return []
 
 
+def _discriminator_values(path: KeyPath, key: str) -> set[str]:
+    """The values a tagged union at ``path`` accepts for ``key`` (``train.runner`` → local, docker)."""
+    values: set[str] = set()
+    for model in _models_at(path):
+        field = model.model_fields.get(key)
+        if field is not None and typing.get_origin(field.annotation) is typing.Literal:
+            values.update(map(str, typing.get_args(field.annotation)))
+    return values
+
+
 def _allowed_keys(path: KeyPath) -> list[str]:
+    keys: list[str] = []
+    for model in _models_at(path):
+        keys.extend(info.alias or name for name, info in model.model_fields.items())
+    return sorted(set(keys))
+
+
+def _models_at(path: KeyPath) -> list[type[BaseModel]]:
     models: list[type[BaseModel]] = [PipelineSpec]
     free_key = False  # the next part is a free key of a dict of models (thresholds.<metric>)
     for part in path:
@@ -239,10 +267,7 @@ def _allowed_keys(path: KeyPath) -> list[str]:
                     nxt.extend(_unwrap(info.annotation))
                     free_key = free_key or typing.get_origin(info.annotation) is dict
         models = nxt
-    keys: list[str] = []
-    for model in models:
-        keys.extend(info.alias or name for name, info in model.model_fields.items())
-    return sorted(set(keys))
+    return models
 
 
 # --------------------------------------------------------------------------------------------------
