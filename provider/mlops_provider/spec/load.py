@@ -195,6 +195,8 @@ def _from_pydantic(exc: ValidationError, doc: Located) -> list[SpecIssue]:
             options = [o.strip(" '\"") for o in str(expected).replace(" or ", ",").split(",")] if expected else []
             close = difflib.get_close_matches(str(got), options, n=1)
             hint = f"did you mean `{close[0]}`?" if close else None
+        elif kind == "list_type" and isinstance(err.get("input"), (str, int, float)):
+            hint = f"write a list: [{err['input']}]"
         for line in message.split("\n"):
             issues.append(doc.issue(path, line, hint=hint, code=_code(kind)))
     return issues
