@@ -32,6 +32,8 @@ from mlops_provider.spec.expectations import EXPECTATIONS
 
 SPEC_VERSION = 1
 NAME_PATTERN = r"^[a-z][a-z0-9_]*$"
+#: DAG ids the factory itself uses (render/dag.py ``render_invalid``); a pipeline of that name would vanish.
+RESERVED_NAMES = frozenset({"mlops_invalid_specs"})
 
 #: metric -> the direction in which it improves. Used by lint, evaluate and the champion check.
 METRICS: dict[str, dict[str, Literal["max", "min"]]] = {
@@ -394,6 +396,9 @@ class PipelineSpec(Section):
             raise _fail("bad-name",
                         f"{value!r} is not a valid pipeline name: use lowercase letters, digits and "
                         f"underscores, starting with a letter (e.g. {suggestion!r})")
+        if value in RESERVED_NAMES:
+            raise _fail("bad-name", f"{value!r} is reserved: the loader uses it for the DAG that reports "
+                        "invalid specs")
         return value
 
     @field_validator("start_date", mode="before")
