@@ -156,5 +156,6 @@ def test_spec_error_lists_every_issue_one_per_line() -> None:
 
 
 def test_the_invalid_specs_dag_id_is_reserved(tmp_path: Path) -> None:
-    spec = _write(tmp_path, BASE.format(name="mlops_invalid_specs", source="d.csv", estimator="sklearn.svm.SVR"))
+    text = BASE.format(name="mlops_invalid_specs", source="d.csv", estimator="sklearn.svm.SVR")
+    spec = _write(tmp_path, text)
     assert [(i.line, i.column, i.code) for i in _load(spec, tmp_path).issues] == [(2, 7, "bad-name")]
