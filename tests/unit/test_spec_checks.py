@@ -159,3 +159,8 @@ def test_the_invalid_specs_dag_id_is_reserved(tmp_path: Path) -> None:
     text = BASE.format(name="mlops_invalid_specs", source="d.csv", estimator="sklearn.svm.SVR")
     spec = _write(tmp_path, text)
     assert [(i.line, i.column, i.code) for i in _load(spec, tmp_path).issues] == [(2, 7, "bad-name")]
+
+
+def test_oversized_file_is_refused_before_parsing(tmp_path: Path) -> None:
+    spec = _write(tmp_path, "version: 1\ndescription: '" + "x" * 2_000_000 + "'\n")
+    assert [(i.line, i.column, i.code) for i in _load(spec, tmp_path).issues] == [(1, 1, "too-large")]
