@@ -1,0 +1,50 @@
+# Developer and CI entry points. System packages (docker.io, debootstrap, chromium) come from .ci/run /
+# apt-get; everything pip can install comes from here.
+SHELL := /bin/bash
+
+PYTHON ?= $(shell command -v python3.11 2>/dev/null || ls -1 /root/.pyenv/versions/3.11*/bin/python3.11 2>/dev/null | tail -n 1)
+VENV ?= .venv
+LOCK := requirements.lock
+EXTRAS := all,dev
+STAMP := $(VENV)/.mlops-deps-stamp
+# The venv is up to date when it was installed from exactly this pyproject.toml + lock file.
+DEPS_HASH = $(shell cat pyproject.toml $(LOCK) | sha256sum | cut -c1-32)
+PYTEST_ARGS ?=
+
+.PHONY: venv test lint lock
+
+venv:
+	@if [ -x $(VENV)/bin/python ] && [ "$$(cat $(STAMP) 2>/dev/null)" = "$(DEPS_HASH)" ]; then \
+		echo "venv: $(VENV) is up to date"; \
+	else \
+		set -e; \
+		if [ ! -x $(VENV)/bin/python ]; then \
+			test -n "$(PYTHON)" || { echo "python3.11 not found" >&2; exit 1; }; \
+			echo "venv: creating $(VENV) with $(PYTHON)"; \
+			$(PYTHON) -m venv $(VENV); \
+		fi; \
+		echo "venv: installing -e .[$(EXTRAS)] pinned by $(LOCK)"; \
+		$(VENV)/bin/python -m pip install --quiet -c $(LOCK) pip; \
+		$(VENV)/bin/python -m pip install --quiet -c $(LOCK) -e ".[$(EXTRAS)]"; \
+		echo "$(DEPS_HASH)" > $(STAMP); \
+	fi
+
+test: venv
+	$(VENV)/bin/python -m pytest tests $(PYTEST_ARGS)
+
+lint: venv
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
+
+# Re-resolve `pip install -e .[all,dev]` from scratch in a throw-away venv and pin everything it installed.
+lock:
+	@set -e; tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; \
+	test -n "$(PYTHON)" || { echo "python3.11 not found" >&2; exit 1; }; \
+	$(PYTHON) -m venv "$$tmp/venv"; \
+	"$$tmp/venv/bin/python" -m pip install --quiet --upgrade pip; \
+	"$$tmp/venv/bin/python" -m pip install --quiet -e ".[$(EXTRAS)]"; \
+	{ echo "# Pinned environment of: pip install -e \".[$(EXTRAS)]\" (Python 3.11). Regenerate: make lock"; \
+	  "$$tmp/venv/bin/python" -m pip freeze --all --exclude-editable | grep -v -e '^-e ' -e '^airflow-provider-mlops[= ]'; \
+	} > $(LOCK).tmp; \
+	mv $(LOCK).tmp $(LOCK); \
+	echo "lock: wrote $(LOCK) ($$(grep -c '==' $(LOCK)) pins)"
