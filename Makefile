@@ -29,8 +29,11 @@ venv:
 		echo "$(DEPS_HASH)" > $(STAMP); \
 	fi
 
+# pytest exit 5 (no tests collected) fails like any other non-zero exit.
 test: venv
-	$(VENV)/bin/python -m pytest tests $(PYTEST_ARGS)
+	@rc=0; $(VENV)/bin/python -m pytest tests $(PYTEST_ARGS) || rc=$$?; \
+	if [ $$rc -ne 0 ]; then echo "make test: pytest exited with $$rc$$( [ $$rc -eq 5 ] && echo ' (no tests collected)')" >&2; fi; \
+	exit $$rc
 
 lint: venv
 	$(VENV)/bin/ruff check .
