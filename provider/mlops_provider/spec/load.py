@@ -164,11 +164,11 @@ def _from_pydantic(exc: ValidationError, doc: Located) -> list[SpecIssue]:
         if kind == "union_tag_invalid":
             ctx = err.get("ctx", {})
             key = str(ctx.get("discriminator", "type")).strip("'")
-            expected = str(ctx.get("expected_tags", ""))
+            tags = str(ctx.get("expected_tags", ""))
             tag = ctx.get("tag")
-            close = difflib.get_close_matches(str(tag), [t.strip(" '") for t in expected.split(",")], n=1)
+            close = difflib.get_close_matches(str(tag), [t.strip(" '") for t in tags.split(",")], n=1)
             issues.append(doc.issue((*path, key), f"unknown {path[-1] if path else 'value'} {key} {tag!r}; "
-                                    f"expected one of {expected}", code="bad-enum",
+                                    f"expected one of {tags}", code="bad-enum",
                                     hint=f"did you mean `{close[0]}`?" if close else None))
             continue
         if kind == "union_tag_not_found":
