@@ -16,16 +16,17 @@ from __future__ import annotations
 import logging
 import re
 import time
-from collections.abc import MutableMapping
+from collections.abc import Iterator, MutableMapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mlops_provider import config
-from mlops_provider.spec.load import LoadedSpec, check_unique_names, find_spec_files, load_spec
+from mlops_provider.spec.load import LoadedSpec, claim_names, find_spec_files, load_spec
 
 if TYPE_CHECKING:
     from airflow.sdk import DAG
 
+    from mlops_provider.exceptions import SpecIssue
     from mlops_provider.plan.model import PipelinePlan
 
 log = logging.getLogger(__name__)
@@ -34,19 +35,28 @@ _DAG_SUFFIXES = ("_monitor",)
 
 
 def load_specs(folder: Path, *, project_root: Path, only_dag_id: str | None = None) -> list[LoadedSpec]:
+    return list(iter_specs(folder, project_root=project_root, only_dag_id=only_dag_id))
+
+
+def iter_specs(folder: Path, *, project_root: Path, only_dag_id: str | None = None) -> Iterator[LoadedSpec]:
+    """Each spec file of ``folder``, read and checked, one at a time (duplicate names flagged on the later).
+
+    A generator, so the loader turns each spec into DAGs before reading the next and keeps nothing of
+    it but the DAGs: parse-time memory does not grow with intermediate objects of all the specs.
+    """
     files = find_spec_files([folder]) if folder.is_dir() else []
     if only_dag_id:
         files = [f for f in files if _may_define(f, only_dag_id)] or files
     allowed = config.allowed_modules()
-    loaded = []
+    seen: dict[str, tuple[str, str]] = {}
     for path in files:
         try:
             shown = str(path.relative_to(project_root))
         except ValueError:
             shown = str(path)
-        loaded.append(load_spec(path, project_root=project_root, allowed_modules=allowed, display_path=shown))
-    check_unique_names(loaded)
-    return loaded
+        item = load_spec(path, project_root=project_root, allowed_modules=allowed, display_path=shown)
+        claim_names(item, seen)
+        yield item
 
 
 def _may_define(path: Path, dag_id: str) -> bool:
@@ -83,6 +93,7 @@ def load_pipelines(
     """
     from airflow.sdk import get_parsing_context
 
+    from mlops_provider.plan.build import build_plan
     from mlops_provider.render.dag import render_dag, render_invalid
 
     started = time.perf_counter()
@@ -90,19 +101,26 @@ def load_pipelines(
     root = Path(project_root).resolve() if project_root is not None else config.project_root()
     only = get_parsing_context().dag_id
 
-    loaded = load_specs(folder, project_root=root, only_dag_id=only)
     dags: dict[str, DAG] = {}
-    for plan in build_plans(loaded):
+    issues: list[SpecIssue] = []
+    n_specs = n_invalid = 0
+    for item in iter_specs(folder, project_root=root, only_dag_id=only):
+        n_specs += 1
+        if item.issues:
+            n_invalid += 1
+            issues.extend(item.issues)
+        if item.spec is None:
+            continue
+        plan = build_plan(item.spec, source=item.display_path, text=item.text, spec_sha256=item.sha256)
         for dag_plan in plan.dags:
             if only is None or dag_plan.dag_id == only:
                 dags[dag_plan.dag_id] = render_dag(dag_plan)
-    issues = [issue for item in loaded for issue in item.issues]
     if issues and only is None:
         dags["mlops_invalid_specs"] = render_invalid(issues)
         for issue in issues:
             log.error("invalid pipeline spec: %s", issue.format())
     if namespace is not None:
         namespace.update({f"mlops_dag__{dag_id}": dag for dag_id, dag in dags.items()})
-    log.info("mlops: %d spec(s), %d DAG(s), %d invalid, in %.0f ms", len(loaded), len(dags),
-             sum(1 for i in loaded if i.issues), 1000 * (time.perf_counter() - started))
+    log.info("mlops: %d spec(s), %d DAG(s), %d invalid, in %.0f ms", n_specs, len(dags), n_invalid,
+             1000 * (time.perf_counter() - started))
     return dags

@@ -7,6 +7,7 @@ calls it from a pre-commit hook.
 from __future__ import annotations
 
 import difflib
+import functools
 import hashlib
 import itertools
 import re
@@ -109,27 +110,36 @@ def load_spec(
 
 def check_unique_names(loaded: Sequence[LoadedSpec]) -> None:
     """Two files may not define the same pipeline (their DAG ids would collide); flag the later ones."""
-    seen: dict[str, LoadedSpec] = {}
+    seen: dict[str, tuple[str, str]] = {}
     for item in loaded:
-        name = item.spec.name if item.spec else None
-        if name is None:
-            continue
-        dag_ids = [name] + ([f"{name}_monitor"] if item.spec and item.spec.monitor is not None else [])
-        clash = next((d for d in dag_ids if d in seen), None)
-        if clash is not None:
-            other = seen[clash]
-            what = f"pipeline name {name!r}" if clash == name else f"this pipeline's monitor DAG id {clash!r}"
-            if other.spec is not None and other.spec.name != clash:
-                what += f" is the monitor DAG id of pipeline {other.spec.name!r} in {other.display_path}"
-            else:
-                what += f" is already used by {other.display_path}"
-            doc = read_yaml(item.text, item.display_path)
-            item.issues.append(doc.issue(("name",), what, code="duplicate-name",
-                                         hint="pipeline names are DAG ids and must be unique"))
-            item.spec = None
-            continue
-        for dag_id in dag_ids:
-            seen[dag_id] = item
+        claim_names(item, seen)
+
+
+def claim_names(item: LoadedSpec, seen: dict[str, tuple[str, str]]) -> None:
+    """:func:`check_unique_names` for one spec, so the loader can stream specs.
+
+    ``seen`` maps the DAG ids claimed so far to (pipeline name, file); it holds no spec, so nothing
+    of the earlier specs is kept alive.
+    """
+    name = item.spec.name if item.spec else None
+    if name is None:
+        return
+    dag_ids = [name] + ([f"{name}_monitor"] if item.spec and item.spec.monitor is not None else [])
+    clash = next((d for d in dag_ids if d in seen), None)
+    if clash is not None:
+        other_name, other_path = seen[clash]
+        what = f"pipeline name {name!r}" if clash == name else f"this pipeline's monitor DAG id {clash!r}"
+        if other_name != clash:
+            what += f" is the monitor DAG id of pipeline {other_name!r} in {other_path}"
+        else:
+            what += f" is already used by {other_path}"
+        doc = read_yaml(item.text, item.display_path)
+        item.issues.append(doc.issue(("name",), what, code="duplicate-name",
+                                     hint="pipeline names are DAG ids and must be unique"))
+        item.spec = None
+        return
+    for dag_id in dag_ids:
+        seen[dag_id] = (name, item.display_path)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -341,6 +351,7 @@ _SECRET_HINT = ("use \"{{ conn.<conn_id>.password }}\" or \"{{ var.value.<name> 
                 "a literal secret ends up in git and in the DAG docs")
 
 
+@functools.lru_cache(maxsize=4096)  # called for every key of every spec at parse time; keys repeat
 def is_secret_key(key: str) -> bool:
     """``db_password``, ``apiKey``, ``AWS_SECRET_ACCESS_KEY``, ``auth.token``: yes. ``max_tokens``: no."""
     words = [w.lower() for w in _WORDS.findall(key)]

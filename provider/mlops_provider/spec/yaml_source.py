@@ -17,9 +17,33 @@ import yaml
 from mlops_provider.exceptions import SpecIssue
 
 try:  # libyaml parses ~10x faster; it keeps the marks we need.
-    _Loader: type = yaml.CSafeLoader
+    _BaseLoader: type = yaml.CSafeLoader
 except AttributeError:  # pragma: no cover
-    _Loader = yaml.SafeLoader
+    _BaseLoader = yaml.SafeLoader
+
+_RESOLVED: dict[str, str] = {}  # plain scalar text -> implicit tag (it depends on the text alone)
+_RESOLVED_MAX = 20_000
+
+
+class _Loader(_BaseLoader):  # type: ignore[misc,valid-type]
+    """The safe loader with a memo on implicit-tag resolution (regex matching per scalar).
+
+    Keys and most values repeat from spec to spec, so most look-ups hit; this is a third of the
+    time libyaml spends composing a spec. Resolution of a plain scalar depends only on its text
+    (the safe loader has no path resolvers), so the memo cannot change a tag.
+    """
+
+    def resolve(self, kind: Any, value: Any, implicit: Any) -> str:
+        if kind is yaml.ScalarNode and implicit[0] and not self.yaml_path_resolvers:
+            tag = _RESOLVED.get(value)
+            if tag is None:
+                tag = super().resolve(kind, value, implicit)
+                if len(_RESOLVED) >= _RESOLVED_MAX:
+                    _RESOLVED.clear()
+                _RESOLVED[value] = tag
+            return tag
+        return super().resolve(kind, value, implicit)
+
 
 MAX_BYTES = 1_000_000
 MAX_NODES = 20_000
@@ -39,6 +63,24 @@ _PLAIN_TAGS = {
     "tag:yaml.org,2002:seq",
 }
 _constructor = yaml.SafeLoader("")  # only its construct_scalar helpers are used, on plain tags
+_STR = "tag:yaml.org,2002:str"
+# called directly, not through construct_object(), which memoizes every node it ever built
+_SCALAR_CONSTRUCTORS = {
+    tag: _constructor.yaml_constructors[tag]
+    for tag in ("tag:yaml.org,2002:int", "tag:yaml.org,2002:float", "tag:yaml.org,2002:bool",
+                "tag:yaml.org,2002:null", "tag:yaml.org,2002:timestamp")
+}
+
+
+def _scalar(node: yaml.ScalarNode) -> Any:
+    """The Python value of a plain-tagged scalar (ValueError for e.g. an impossible date)."""
+    tag = node.tag
+    if tag == _STR:
+        return node.value
+    construct = _SCALAR_CONSTRUCTORS.get(tag)
+    if construct is None:  # a scalar explicitly tagged !!map or !!seq
+        return _constructor.construct_object(node)
+    return construct(_constructor, node)
 
 
 @dataclass
@@ -86,7 +128,7 @@ class _Budget(Exception):
 def read_yaml(text: str, file: str) -> Located:
     """Parse ``text``; every problem becomes a :class:`SpecIssue` in ``.issues`` (never raised)."""
     doc = Located(file=file)
-    if len(text.encode("utf-8", "replace")) > MAX_BYTES:
+    if len(text) > MAX_BYTES // 4 and len(text.encode("utf-8", "replace")) > MAX_BYTES:
         doc.issues.append(SpecIssue(file, 1, 1, f"file is larger than {MAX_BYTES} bytes", code="too-large"))
         return doc
     for match in _TAB_INDENT.finditer(text):
@@ -137,7 +179,7 @@ def read_yaml(text: str, file: str) -> Located:
 
 def _plain_key(node: yaml.ScalarNode) -> Any:
     try:
-        return _constructor.construct_object(node)
+        return _scalar(node)
     except ValueError:  # an impossible date as a key: keep its text, the schema rejects the key anyway
         return node.value
 
@@ -148,7 +190,10 @@ def _to_python(node: yaml.Node, path: KeyPath, doc: Located, budget: list[int]) 
         raise _Budget
     if len(path) > MAX_DEPTH:
         raise _Budget(path)
-    doc.value_pos.setdefault(path, _pos(node))
+    value_pos = doc.value_pos
+    if path not in value_pos:
+        mark = node.start_mark
+        value_pos[path] = (mark.line + 1, mark.column + 1)
     if node.tag not in _PLAIN_TAGS:
         line, col = _pos(node)
         doc.issues.append(SpecIssue(
@@ -157,7 +202,7 @@ def _to_python(node: yaml.Node, path: KeyPath, doc: Located, budget: list[int]) 
         return None
     if isinstance(node, yaml.ScalarNode):
         try:
-            return _constructor.construct_object(node)  # plain tag: str/int/float/bool/null/timestamp
+            return _scalar(node)  # plain tag: str/int/float/bool/null/timestamp
         except ValueError as exc:  # 2026-13-01 is tagged timestamp by the resolver, then fails
             line, col = _pos(node)
             kind = "date" if node.tag.endswith(":timestamp") else _short_tag(node.tag).lstrip("!")
@@ -167,28 +212,45 @@ def _to_python(node: yaml.Node, path: KeyPath, doc: Located, budget: list[int]) 
     if isinstance(node, yaml.SequenceNode):
         return [_to_python(child, (*path, i), doc, budget) for i, child in enumerate(node.value)]
     out: dict[Any, Any] = {}
+    key_pos = doc.key_pos
+    scalar_node = yaml.ScalarNode
     for key_node, value_node in node.value:
-        if key_node.tag == "tag:yaml.org,2002:merge":
-            line, col = _pos(key_node)
-            doc.issues.append(SpecIssue(doc.file, line, col, "merge keys (<<) are not supported", path,
-                                        "write the keys out", "merge-key"))
-            continue
-        if not isinstance(key_node, yaml.ScalarNode) or key_node.tag not in _PLAIN_TAGS:
-            line, col = _pos(key_node)
-            doc.issues.append(SpecIssue(doc.file, line, col, "mapping keys must be plain strings", path,
-                                        code="bad-key"))
-            continue
-        key = key_node.value if key_node.tag == "tag:yaml.org,2002:str" else _plain_key(key_node)
-        if not isinstance(key, str):
-            key = str(key)
+        if key_node.tag == _STR and type(key_node) is scalar_node:  # the common case, checked cheaply
+            key = key_node.value
+        else:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                line, col = _pos(key_node)
+                doc.issues.append(SpecIssue(doc.file, line, col, "merge keys (<<) are not supported", path,
+                                            "write the keys out", "merge-key"))
+                continue
+            if not isinstance(key_node, yaml.ScalarNode) or key_node.tag not in _PLAIN_TAGS:
+                line, col = _pos(key_node)
+                doc.issues.append(SpecIssue(doc.file, line, col, "mapping keys must be plain strings", path,
+                                            code="bad-key"))
+                continue
+            key = key_node.value if key_node.tag == _STR else _plain_key(key_node)
+            if not isinstance(key, str):
+                key = str(key)
         child = (*path, key)
         if key in out:
             line, col = _pos(key_node)
-            first = doc.key_pos[child]
+            first = key_pos[child]
             first_at = f"first defined at line {first[0]}, column {first[1]}"
             doc.issues.append(SpecIssue(doc.file, line, col, f"duplicate key {key!r}", child, first_at,
                                         "duplicate-key"))
             continue
-        doc.key_pos[child] = _pos(key_node)
-        out[key] = _to_python(value_node, child, doc, budget)
+        mark = key_node.start_mark
+        key_pos[child] = (mark.line + 1, mark.column + 1)
+        if value_node.tag == _STR and type(value_node) is scalar_node:  # inline _to_python() of a string
+            budget[0] -= 1
+            if budget[0] < 0:
+                raise _Budget
+            if len(child) > MAX_DEPTH:
+                raise _Budget(child)
+            if child not in value_pos:
+                mark = value_node.start_mark
+                value_pos[child] = (mark.line + 1, mark.column + 1)
+            out[key] = value_node.value
+        else:
+            out[key] = _to_python(value_node, child, doc, budget)
     return out
