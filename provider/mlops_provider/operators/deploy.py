@@ -79,12 +79,17 @@ class PromoteModelOperator(MLflowStageOperator):
 
             from mlops_provider.stages.evaluate import VERDICT_REASON_TAG, VERDICT_TAG
 
-            self.hook.client.log_batch(run_id, tags=[RunTag(VERDICT_TAG, "rejected"),
-                                                     RunTag(VERDICT_REASON_TAG, str(exc)[:4000])])
+            self.hook.client.log_batch(
+                run_id, tags=[RunTag(VERDICT_TAG, "rejected"), RunTag(VERDICT_REASON_TAG, str(exc)[:4000])]
+            )
             raise GateRejectedError(str(exc)) from None
         self.persist_model_version_link(context, name=name, version=version)
         previous = f"v{promotion.previous_version}" if promotion.previous_version else "none (first champion)"
         self.log.info("%s@%s: %s -> v%s. Why: %s", name, self.alias, previous, version, promotion.reason)
         self.hook.end_pipeline_run(run_id, "FINISHED")
-        return {"alias": self.alias, "version": version, "previous_version": promotion.previous_version,
-                "model_name": name}
+        return {
+            "alias": self.alias,
+            "version": version,
+            "previous_version": promotion.previous_version,
+            "model_name": name,
+        }

@@ -73,8 +73,9 @@ class EvaluateModelOperator(MLflowStageOperator):
         named = [*self.metrics, *self.thresholds, *([champion_metric] if champion_metric else [])]
         unknown = [m for m in named if m not in known]
         if unknown:
-            raise ValueError(f"unknown {self.ml_task} metric(s) {', '.join(map(repr, unknown))}; "
-                             f"known: {', '.join(known)}")
+            raise ValueError(
+                f"unknown {self.ml_task} metric(s) {', '.join(map(repr, unknown))}; known: {', '.join(known)}"
+            )
         if self.champion_min_delta < 0:
             raise ValueError("champion_min_delta cannot be negative")
 

@@ -53,9 +53,15 @@ class RegisterModelOperator(MLflowStageOperator):
         ingest = ti.xcom_pull(task_ids=self.ingest_task_id)
         verdict = ti.xcom_pull(task_ids=self.evaluate_task_id)
         data_sha = ingest.get("data_sha256") if isinstance(ingest, dict) else None
-        tags = {**self.tags, **self.hook.lineage_tags(
-            context, pipeline=self.pipeline, spec_sha256=self.spec_sha256, data_sha256=data_sha,
-        )}
+        tags = {
+            **self.tags,
+            **self.hook.lineage_tags(
+                context,
+                pipeline=self.pipeline,
+                spec_sha256=self.spec_sha256,
+                data_sha256=data_sha,
+            ),
+        }
         if isinstance(verdict, dict) and "passed" in verdict:
             tags["mlops.verdict"] = "passed" if verdict["passed"] else "rejected"
             for metric, value in (verdict.get("metrics") or {}).items():
@@ -68,20 +74,24 @@ class RegisterModelOperator(MLflowStageOperator):
         train = self.upstream(context, self.train_task_id, "model_uri")
         run_id = self.pipeline_run_id(context)
         ti = context["ti"]
-        version, created = register(
-            self.hook.client,
-            model_name=self.model_name,
-            model_uri=train["model_uri"],
-            run_id=train.get("mlflow_run_id") or run_id,
-            aliases=self.aliases,
-            tags=self._version_tags(context),
-            description=f"Trained by Airflow DAG {ti.dag_id}, run {ti.run_id}.",
-        )
+        tags = self._version_tags(context)
+        with self.hook.activate():  # the registry resolves a models:/m-... source through the fluent URIs
+            version, created = register(
+                self.hook.client,
+                model_name=self.model_name,
+                model_uri=train["model_uri"],
+                run_id=train.get("mlflow_run_id") or run_id,
+                aliases=self.aliases,
+                tags=tags,
+                description=f"Trained by Airflow DAG {ti.dag_id}, run {ti.run_id}.",
+            )
         number = str(version.version)
         self.log.info(
             "%s version %s of %s from %s%s",
             "Registered" if created else "Found (retry) already registered",
-            number, self.model_name, train["model_uri"],
+            number,
+            self.model_name,
+            train["model_uri"],
             f"; aliases: {', '.join('@' + a for a in self.aliases)}" if self.aliases else "",
         )
         self.persist_model_version_link(context, name=self.model_name, version=number)

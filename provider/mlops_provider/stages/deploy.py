@@ -90,9 +90,16 @@ def promote(
         client.set_model_version_tag(model_name, version, previous_tag(alias), previous or NO_PREVIOUS)
         client.set_registered_model_alias(model_name, alias, version)
     promotion = Promotion(
-        model_name=model_name, alias=alias, version=version, previous_version=previous,
-        promoted_by=promoted_by, dag_id=dag_id, dag_run_id=dag_run_id, mlflow_run_id=mlflow_run_id,
-        reason=why, promoted_at=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        model_name=model_name,
+        alias=alias,
+        version=version,
+        previous_version=previous,
+        promoted_by=promoted_by,
+        dag_id=dag_id,
+        dag_run_id=dag_run_id,
+        mlflow_run_id=mlflow_run_id,
+        reason=why,
+        promoted_at=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
     )
     record(client, promotion)
     return promotion
@@ -108,10 +115,13 @@ def record(client: MlflowClient, promotion: Promotion) -> None:
     if promotion.mlflow_run_id:
         from mlflow.entities import RunTag
 
-        client.log_batch(promotion.mlflow_run_id, tags=[
-            RunTag(f"mlops.{alias}_version", version),
-            RunTag(f"mlops.previous_{alias}_version", promotion.previous_version or NO_PREVIOUS),
-        ])
+        client.log_batch(
+            promotion.mlflow_run_id,
+            tags=[
+                RunTag(f"mlops.{alias}_version", version),
+                RunTag(f"mlops.previous_{alias}_version", promotion.previous_version or NO_PREVIOUS),
+            ],
+        )
         record_json = json.dumps(promotion.as_dict(), indent=2)
         client.log_text(promotion.mlflow_run_id, record_json, PROMOTION_ARTIFACT)
 

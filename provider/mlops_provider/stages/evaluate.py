@@ -109,8 +109,16 @@ class Verdict:
             if check.name == "champion" and self.champion_version is not None:
                 champion = f"v{self.champion_version}: {_fmt(self.champion_metrics.get(check.metric))}"
             rule = f"{check.op} {_fmt(check.bound)}" if check.bound is not None else "(none)"
-            rows.append((check.name, check.metric, _fmt(check.value), rule, champion,
-                         "PASS" if check.passed else "FAIL"))
+            rows.append(
+                (
+                    check.name,
+                    check.metric,
+                    _fmt(check.value),
+                    rule,
+                    champion,
+                    "PASS" if check.passed else "FAIL",
+                )
+            )
         for metric, value in self.metrics.items():
             if not any(c.metric == metric for c in self.checks):
                 champion = _fmt(self.champion_metrics[metric]) if metric in self.champion_metrics else ""
@@ -164,8 +172,10 @@ def _probabilities(model: Any, features: pd.DataFrame) -> tuple[Any, list[Any]]:
         proba = model.predict_proba(features)
         classes = list(getattr(model, "classes_", range(proba.shape[1])))
         return proba, classes
-    raise ValueError(f"{type(model).__name__} has no predict_proba; roc_auc and log_loss need probabilities "
-                     "(choose other metrics, or an estimator that predicts probabilities)")
+    raise ValueError(
+        f"{type(model).__name__} has no predict_proba; roc_auc and log_loss need probabilities "
+        "(choose other metrics, or an estimator that predicts probabilities)"
+    )
 
 
 def score(
@@ -233,18 +243,42 @@ def threshold_checks(metrics: dict[str, float], thresholds: dict[str, dict[str, 
         value = metrics[metric]
         if bound.get("min") is not None:
             ok = value >= bound["min"] - TOLERANCE
-            checks.append(Check("threshold", metric, value, ">=", float(bound["min"]), ok,
-                                f"{metric} {_fmt(value)} {'>=' if ok else '<'} minimum {_fmt(bound['min'])}"))
+            checks.append(
+                Check(
+                    "threshold",
+                    metric,
+                    value,
+                    ">=",
+                    float(bound["min"]),
+                    ok,
+                    f"{metric} {_fmt(value)} {'>=' if ok else '<'} minimum {_fmt(bound['min'])}",
+                )
+            )
         if bound.get("max") is not None:
             ok = value <= bound["max"] + TOLERANCE
-            checks.append(Check("threshold", metric, value, "<=", float(bound["max"]), ok,
-                                f"{metric} {_fmt(value)} {'<=' if ok else '>'} maximum {_fmt(bound['max'])}"))
+            checks.append(
+                Check(
+                    "threshold",
+                    metric,
+                    value,
+                    "<=",
+                    float(bound["max"]),
+                    ok,
+                    f"{metric} {_fmt(value)} {'<=' if ok else '>'} maximum {_fmt(bound['max'])}",
+                )
+            )
     return checks
 
 
 def champion_check(
-    *, task: str, metric: str, candidate: float, champion: float | None, champion_version: str | None,
-    alias: str, min_delta: float,
+    *,
+    task: str,
+    metric: str,
+    candidate: float,
+    champion: float | None,
+    champion_version: str | None,
+    alias: str,
+    min_delta: float,
 ) -> Check:
     """The candidate must beat the champion by ``min_delta`` in the metric's direction (a tie passes at 0)."""
     best = direction(task, metric)
@@ -253,10 +287,17 @@ def champion_check(
         return Check("champion", metric, candidate, op, None, True, f"no @{alias} yet: first model")
     bound = champion + min_delta if best == "max" else champion - min_delta
     ok = candidate >= bound - TOLERANCE if best == "max" else candidate <= bound + TOLERANCE
-    word = "beats" if ok else "does not beat"
-    delta = f" by the required {min_delta:g}" if min_delta else ""
-    return Check("champion", metric, candidate, op, bound, ok,
-                 f"{metric} {_fmt(candidate)} {word} @{alias} (v{champion_version}: {_fmt(champion)}){delta}")
+    gain = candidate - champion if best == "max" else champion - candidate
+    return Check(
+        "champion",
+        metric,
+        candidate,
+        op,
+        bound,
+        ok,
+        f"{metric} {_fmt(candidate)} vs @{alias} v{champion_version} {_fmt(champion)}: "
+        f"improvement {0.0 if abs(gain) < TOLERANCE else gain:+.4f}, required >= {min_delta:g}",
+    )
 
 
 def current_champion(client: MlflowClient, model_name: str, alias: str) -> ModelVersion | None:
@@ -298,8 +339,13 @@ def evaluate(
     x_test, y_test = test[columns], test[target]
 
     candidate = score(load_model(model_uri), x_test, y_test, task=task, metrics=wanted)
-    verdict = Verdict(model_name=model_name, metrics=candidate, champion_alias=champion_alias,
-                      champion_metric=champion_metric, test_rows=len(test))
+    verdict = Verdict(
+        model_name=model_name,
+        metrics=candidate,
+        champion_alias=champion_alias,
+        champion_metric=champion_metric,
+        test_rows=len(test),
+    )
     verdict.checks.extend(threshold_checks(candidate, thresholds))
     if champion_metric is None:
         return verdict
@@ -313,18 +359,31 @@ def evaluate(
             champion_model = load_model(f"models:/{model_name}/{holder.version}")
             verdict.champion_metrics = score(champion_model, x_test, y_test, task=task, metrics=wanted)
         except Exception as exc:
-            verdict.checks.append(Check(
-                "champion", champion_metric, candidate[champion_metric], ">=", None, False,
-                f"@{champion_alias} (v{holder.version}) could not be scored on this test set: "
-                f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''} "
-                "(disable evaluate.champion to promote regardless)",
-            ))
+            verdict.checks.append(
+                Check(
+                    "champion",
+                    champion_metric,
+                    candidate[champion_metric],
+                    ">=",
+                    None,
+                    False,
+                    f"@{champion_alias} (v{holder.version}) could not be scored on this test set: "
+                    f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''} "
+                    "(disable evaluate.champion to promote regardless)",
+                )
+            )
             return verdict
-    verdict.checks.append(champion_check(
-        task=task, metric=champion_metric, candidate=candidate[champion_metric],
-        champion=verdict.champion_value, champion_version=verdict.champion_version,
-        alias=champion_alias, min_delta=champion_min_delta,
-    ))
+    verdict.checks.append(
+        champion_check(
+            task=task,
+            metric=champion_metric,
+            candidate=candidate[champion_metric],
+            champion=verdict.champion_value,
+            champion_version=verdict.champion_version,
+            alias=champion_alias,
+            min_delta=champion_min_delta,
+        )
+    )
     return verdict
 
 

@@ -13,6 +13,7 @@ if TYPE_CHECKING:
     from mlflow import MlflowClient
     from mlflow.entities.model_registry import ModelVersion
 
+
 def _quote(value: object) -> str:
     return str(value).replace("\\", "\\\\").replace("'", "\\'")
 
