@@ -220,6 +220,27 @@ def show(
     Console().print(root)
 
 
+# --------------------------------------------------------------------------------------------------
+# mlops run
+# --------------------------------------------------------------------------------------------------
+@app.command()
+def run(
+    spec: Annotated[Path, typer.Argument(help="A pipeline spec file.", dir_okay=False, exists=True)],
+    dag: Annotated[str, typer.Option("--dag", help="training, monitor, or a DAG id.")] = "training",
+    output_format: FormatOption = OutputFormat.text,
+    project_root: ProjectRootOption = None,
+) -> None:
+    """Run a DAG of the spec once, in-process (Airflow dag.test), with the current Airflow/MLflow config.
+
+    Exit status 0 if the DAG run succeeded, 1 if it failed (e.g. a gate rejected the model), 2 if the spec
+    is invalid. Prints the MLflow run, verdict, model version and alias.
+    """
+    from mlops_provider.run import run_command
+
+    raise typer.Exit(run_command(spec, dag=dag, as_json=output_format is OutputFormat.json,
+                                 project_root=project_root))
+
+
 def main() -> None:
     app()
 
