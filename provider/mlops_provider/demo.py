@@ -59,22 +59,11 @@ def write_demo_data(root: Path) -> list[Path]:
 @contextlib.contextmanager
 def output_to(path: Path) -> Iterator[None]:
     """Send this process's stdout/stderr (file descriptors too: Airflow's task logs) to ``path``."""
+    from mlops_provider.run import redirect_output
+
     path.parent.mkdir(parents=True, exist_ok=True)
-    sys.stdout.flush()
-    sys.stderr.flush()
-    saved = os.dup(1), os.dup(2)
-    with path.open("ab") as log:
-        os.dup2(log.fileno(), 1)
-        os.dup2(log.fileno(), 2)
-        try:
-            yield
-        finally:
-            sys.stdout.flush()
-            sys.stderr.flush()
-            os.dup2(saved[0], 1)
-            os.dup2(saved[1], 2)
-            os.close(saved[0])
-            os.close(saved[1])
+    with path.open("ab") as log, redirect_output(log.fileno(), stderr_too=True):
+        yield
 
 
 def _say(text: str = "") -> None:

@@ -12,8 +12,10 @@ verdict of a rejected candidate), which is what a user would look at in the two 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -331,6 +333,27 @@ def run_spec(
     return run_dag(render_dag(plan), mlflow_conn_id=loaded.spec.mlflow.conn_id, logical_date=logical_date)
 
 
+@contextlib.contextmanager
+def redirect_output(target_fd: int, *, stderr_too: bool = False) -> Iterator[None]:
+    """Point this process's stdout (and stderr) file descriptors at ``target_fd``: task logs included."""
+    import sys
+
+    sys.stdout.flush()
+    sys.stderr.flush()
+    streams = (1, 2) if stderr_too else (1,)
+    saved = {fd: os.dup(fd) for fd in streams}
+    for fd in streams:
+        os.dup2(target_fd, fd)
+    try:
+        yield
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        for fd, copy in saved.items():
+            os.dup2(copy, fd)
+            os.close(copy)
+
+
 def run_command(
     spec: Path, *, dag: str = "training", as_json: bool = False, project_root: Path | None = None
 ) -> int:
@@ -339,7 +362,8 @@ def run_command(
     import sys
 
     try:
-        result = run_spec(spec, dag=dag, project_root=project_root)
+        with redirect_output(sys.stderr.fileno()) if as_json else contextlib.nullcontext():
+            result = run_spec(spec, dag=dag, project_root=project_root)
     except SpecError as exc:
         print(str(exc), file=sys.stderr)
         return 2
