@@ -10,6 +10,7 @@ loader (parse time) and ``mlops lint``.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -132,6 +133,11 @@ def _context(info: ValidationInfo) -> dict[str, Any]:
 _URL_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 
 
+@functools.lru_cache(maxsize=16)  # the loader validates every spec against the same root: resolve it once
+def _resolved_root(root: str) -> Path:
+    return Path(root).resolve()
+
+
 def check_inside_root(value: str, info: ValidationInfo, *, must_exist: bool = False) -> str:
     """Relative paths resolve against the project root and must stay inside it.
 
@@ -149,7 +155,7 @@ def check_inside_root(value: str, info: ValidationInfo, *, must_exist: bool = Fa
     root = _context(info).get("project_root")
     if root is None:
         return value
-    root = Path(root).resolve()
+    root = _resolved_root(str(root))
     target = (root / path).resolve()
     if not target.is_relative_to(root):
         raise _fail("path-escape", f"path {value!r} escapes the project root {root}")
