@@ -3,7 +3,11 @@ and reading what a ``dag.test()`` run left behind (task states, XCom)."""
 
 from __future__ import annotations
 
+import contextlib
+import threading
+import time
 import uuid
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -60,3 +64,38 @@ def try_number(dag_run: Any, task_id: str) -> int:
 def pipeline_runs(client: Any, experiment: str) -> list[Any]:
     experiment_obj = client.get_experiment_by_name(experiment)
     return [] if experiment_obj is None else client.search_runs([experiment_obj.experiment_id])
+
+
+@contextlib.contextmanager
+def once_deferred(dag_id: str, task_id: str, action: Callable[[], None], timeout: float = 90) -> Iterator[
+        threading.Event]:
+    """Run ``action`` (make the awaited source appear) once the task is DEFERRED; the event tells if it was.
+
+    Gives up after ``timeout`` seconds and runs ``action`` anyway, so a task that never defers cannot hang.
+    """
+    import airflow.dag_processing.collection  # noqa: F401 - see below
+    from airflow.models.taskinstance import TaskInstance
+    from airflow.utils.session import create_session
+
+    # Import and configure the ORM in this thread first: importing Airflow's models from two threads at
+    # once deadlocks (import lock vs. SQLAlchemy's mapper-configuration mutex).
+    with create_session() as session:
+        session.query(TaskInstance).filter_by(dag_id=dag_id).first()
+    seen = threading.Event()
+
+    def watch() -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and not seen.is_set():
+            with create_session() as session:
+                ti = session.query(TaskInstance).filter_by(dag_id=dag_id, task_id=task_id).one_or_none()
+                if ti is not None and str(ti.state) == "deferred":
+                    seen.set()
+            time.sleep(0.2)
+        action()
+
+    thread = threading.Thread(target=watch, daemon=True)
+    thread.start()
+    try:
+        yield seen
+    finally:
+        thread.join()

@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import datetime as dt
 import subprocess
-import threading
-import time
 from pathlib import Path
 
 import pytest
 
-from tests.integration._stage_helpers import make_project, pipeline_runs, states, unique, xcom
+from tests.integration._stage_helpers import make_project, once_deferred, pipeline_runs, states, unique, xcom
 
 pytestmark = pytest.mark.integration
 
@@ -113,27 +111,11 @@ def test_ingest_waits_deferred_for_a_late_source(airflow_home, project: Path) ->
         IngestDatasetOperator(task_id="ingest", source="data/late.csv", experiment=unique("exp"),
                               target="target", wait_timeout=120, wait_poke_interval=0.5)
 
-    seen_deferred = threading.Event()
-
-    def arrive_once_deferred() -> None:
-        from airflow.models.taskinstance import TaskInstance
-        from airflow.utils.session import create_session
-
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline and not seen_deferred.is_set():
-            with create_session() as session:
-                ti = session.query(TaskInstance).filter_by(dag_id=dag_id, task_id="ingest").one_or_none()
-                if ti is not None and str(ti.state) == "deferred":
-                    seen_deferred.set()
-            time.sleep(0.2)
+    def arrive() -> None:
         (project / "data" / "diabetes.csv").replace(late)
 
-    writer = threading.Thread(target=arrive_once_deferred)
-    writer.start()
-    try:
+    with once_deferred(dag_id, "ingest", arrive) as deferred:
         run = airflow_home.dag_test(dag)
-    finally:
-        writer.join()
-    assert seen_deferred.is_set(), "the task never deferred while the source was missing"
+    assert deferred.is_set(), "the task never deferred while the source was missing"
     assert states(run) == {"ingest": "success"}
     assert xcom(run, "ingest")["rows"] == 442
