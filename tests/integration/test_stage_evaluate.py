@@ -133,12 +133,12 @@ def test_thresholds_and_the_verdict_table() -> None:
     ]
     verdict = Verdict("m", {"roc_auc": 0.95, "log_loss": 0.4}, checks, test_rows=10)
     assert not verdict.passed and verdict.status == "rejected"
-    assert verdict.reason == "roc_auc 0.9500 < minimum 0.9700"
+    assert verdict.reason == "roc_auc 0.9500 < minimum 0.97"
     table = verdict.table().splitlines()
     assert table[0] == "Evaluation of m on 10 held-out rows"
-    assert table[3].split() == ["threshold", "roc_auc", "0.9500", ">=", "0.9700", "FAIL"]
-    assert table[4].split() == ["threshold", "log_loss", "0.4000", "<=", "0.5000", "PASS"]
-    assert table[-1] == "Verdict: REJECTED - roc_auc 0.9500 < minimum 0.9700"
+    assert table[3].split() == ["threshold", "roc_auc", "0.9500", ">=", "0.97", "FAIL"]
+    assert table[4].split() == ["threshold", "log_loss", "0.4000", "<=", "0.5", "PASS"]
+    assert table[-1] == "Verdict: REJECTED - roc_auc 0.9500 < minimum 0.97"
 
 
 # --------------------------------------------------------------------------------------------------

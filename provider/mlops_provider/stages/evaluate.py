@@ -108,7 +108,8 @@ class Verdict:
             champion = ""
             if check.name == "champion" and self.champion_version is not None:
                 champion = f"v{self.champion_version}: {_fmt(self.champion_metrics.get(check.metric))}"
-            rule = f"{check.op} {_fmt(check.bound)}" if check.bound is not None else "(none)"
+            bound = f"{check.bound:g}" if check.name == "threshold" else _fmt(check.bound)
+            rule = f"{check.op} {bound}" if check.bound is not None else "(none)"
             rows.append(
                 (
                     check.name,
@@ -251,7 +252,7 @@ def threshold_checks(metrics: dict[str, float], thresholds: dict[str, dict[str, 
                     ">=",
                     float(bound["min"]),
                     ok,
-                    f"{metric} {_fmt(value)} {'>=' if ok else '<'} minimum {_fmt(bound['min'])}",
+                    f"{metric} {_fmt(value)} {'>=' if ok else '<'} minimum {bound['min']:g}",
                 )
             )
         if bound.get("max") is not None:
@@ -264,7 +265,7 @@ def threshold_checks(metrics: dict[str, float], thresholds: dict[str, dict[str, 
                     "<=",
                     float(bound["max"]),
                     ok,
-                    f"{metric} {_fmt(value)} {'<=' if ok else '>'} maximum {_fmt(bound['max'])}",
+                    f"{metric} {_fmt(value)} {'<=' if ok else '>'} maximum {bound['max']:g}",
                 )
             )
     return checks
