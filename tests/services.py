@@ -35,6 +35,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -301,6 +302,7 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
+    _stop_unused_prewarmed()
     ServiceProcess.stop_all()
     if _SESSION_AIRFLOW_HOME is not None:
         shutil.rmtree(_SESSION_AIRFLOW_HOME, ignore_errors=True)
@@ -535,9 +537,9 @@ def start_seaweedfs(base_dir: Path) -> tuple[ServiceProcess, S3Server]:
 
 
 @pytest.fixture(scope="session")
-def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
+def s3_server(pytestconfig: pytest.Config) -> Iterator[S3Server]:
     """A SeaweedFS S3 endpoint on a free port that enforces AWS signatures (wrong keys are refused)."""
-    service, s3 = start_seaweedfs(tmp_path_factory.mktemp("s3"))
+    service, s3 = _PREWARMED.pop("s3_server", None) or start_seaweedfs(_session_tmp(pytestconfig, "s3"))
     try:
         yield s3
     finally:
@@ -552,6 +554,7 @@ class MLflowServer:
     artifacts_destination: str  # where the server stores artifacts (s3://... or a local path)
     log_path: Path
     s3: S3Server | None = None
+    boot_seconds: float = 0.0  # launch -> /health answered
 
     def client(self) -> MlflowClient:
         from mlflow.tracking import MlflowClient
@@ -567,81 +570,119 @@ class MLflowServer:
         return {f"AIRFLOW_CONN_{conn_id.upper()}": self.airflow_conn_uri}
 
 
-def start_mlflow_server(base_dir: Path, s3: S3Server | None = None) -> tuple[ServiceProcess, MLflowServer]:
-    """``mlflow server`` (1 worker, no job runner) with proxied artifacts (``mlflow-artifacts:/``).
+class MLflowLaunch:
+    """An ``mlflow server`` process that was started and may still be booting; ``ready()`` waits for it.
 
-    Clients only talk HTTP to the server; the server alone holds the S3 credentials and writes artifacts
-    to ``s3://<bucket>/artifacts`` (or ``base_dir/artifacts``), so a container or a task needs no S3 setup.
+    ``mlflow server`` (1 worker, no job runner) with proxied artifacts (``mlflow-artifacts:/``): clients only
+    talk HTTP to the server; the server alone holds the S3 credentials and writes artifacts to
+    ``s3://<bucket>/artifacts`` (or ``base_dir/artifacts``), so a task or a container needs no S3 set-up.
     """
-    try:
-        metadata.version("mlflow")
-    except metadata.PackageNotFoundError:
-        service_missing("mlflow is not installed")
-    base_dir.mkdir(parents=True, exist_ok=True)
-    backend = f"sqlite:///{base_dir / 'mlflow.db'}"
-    if s3 is not None:
-        destination = f"s3://{s3.create_bucket(f'mlflow-{uuid.uuid4().hex[:8]}')}/artifacts"
-    else:
-        (base_dir / "artifacts").mkdir(exist_ok=True)
-        destination = str(base_dir / "artifacts")
-    env = {
-        **os.environ,
-        "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
-        "PATH": f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}",
-        **(s3.env if s3 is not None else {}),
-    }
-    env.pop("MLFLOW_TRACKING_URI", None)
-    last_error: Exception | None = None
-    for attempt in range(3):
+
+    attempts = 3  # a free port may be taken by someone else before the server binds it
+
+    def __init__(self, base_dir: Path, s3: S3Server | None = None) -> None:
+        try:
+            metadata.version("mlflow")
+        except metadata.PackageNotFoundError:
+            service_missing("mlflow is not installed")
+        base_dir.mkdir(parents=True, exist_ok=True)
+        self.base_dir = base_dir
+        self.s3 = s3
+        self.backend = f"sqlite:///{base_dir / 'mlflow.db'}"
+        if s3 is not None:
+            self.destination = f"s3://{s3.create_bucket(f'mlflow-{uuid.uuid4().hex[:8]}')}/artifacts"
+        else:
+            (base_dir / "artifacts").mkdir(exist_ok=True)
+            self.destination = str(base_dir / "artifacts")
+        self.env = {
+            **os.environ,
+            "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
+            "PATH": f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+            **(s3.env if s3 is not None else {}),
+        }
+        self.env.pop("MLFLOW_TRACKING_URI", None)
+        self.attempt = 0
+        self.started = time.monotonic()
+        self._launch()
+
+    def _launch(self) -> None:
         port = free_port()
         argv = [
             sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
-            "--workers", "1", "--backend-store-uri", backend, "--artifacts-destination", destination,
-            "--serve-artifacts",
+            "--workers", "1", "--backend-store-uri", self.backend,
+            "--artifacts-destination", self.destination, "--serve-artifacts",
         ]  # fmt: skip
-        service = ServiceProcess(
-            "mlflow", argv, log_path=base_dir / f"mlflow-{attempt}.log", env=env, cwd=base_dir
-        ).start()
-        uri = f"http://127.0.0.1:{port}"
-        try:
-            wait_for(
-                lambda u=uri: http_get(f"{u}/health")[0] == 200,
-                what="mlflow server",
-                timeout=120,
-                service=service,
-            )
-        except RuntimeError as exc:
-            last_error = exc
-            service.stop()
-            continue
-        return service, MLflowServer(
-            tracking_uri=uri,
-            backend_store_uri=backend,
-            artifacts_destination=destination,
-            log_path=service.log_path,
-            s3=s3,
+        log = self.base_dir / f"mlflow-{self.attempt}.log"
+        self.service = ServiceProcess("mlflow", argv, log_path=log, env=self.env, cwd=self.base_dir).start()
+        self.uri = f"http://127.0.0.1:{port}"
+
+    def ready(self, timeout: float = 180) -> MLflowServer:
+        while True:
+            try:
+                wait_for(
+                    lambda: http_get(f"{self.uri}/health")[0] == 200,
+                    what="mlflow server",
+                    timeout=timeout,
+                    service=self.service,
+                )
+                break
+            except RuntimeError:
+                self.service.stop()
+                self.attempt += 1
+                if self.attempt >= self.attempts:
+                    raise
+                self._launch()
+        return MLflowServer(
+            tracking_uri=self.uri,
+            backend_store_uri=self.backend,
+            artifacts_destination=self.destination,
+            log_path=self.service.log_path,
+            s3=self.s3,
+            boot_seconds=time.monotonic() - self.started,
         )
-    raise RuntimeError(f"mlflow server did not start: {last_error}")
+
+    def stop(self) -> None:
+        self.service.stop()
+
+
+def start_mlflow_server(base_dir: Path, s3: S3Server | None = None) -> tuple[ServiceProcess, MLflowServer]:
+    """Start an ``mlflow server`` (see MLflowLaunch) and wait until ``/health`` answers."""
+    launch = MLflowLaunch(base_dir, s3)
+    server = launch.ready()
+    return launch.service, server
+
+
+def _session_tmp(config: pytest.Config, name: str) -> Path:
+    factory = getattr(config, "_tmp_path_factory", None)
+    if factory is not None:
+        return Path(factory.mktemp(name))
+    return Path(tempfile.mkdtemp(prefix=f"mlops-{name}-"))
 
 
 @pytest.fixture(scope="session")
-def mlflow_server(s3_server: S3Server, tmp_path_factory: pytest.TempPathFactory) -> Iterator[MLflowServer]:
+def mlflow_server(s3_server: S3Server, pytestconfig: pytest.Config) -> Iterator[MLflowServer]:
     """A real ``mlflow server`` over HTTP whose (proxied) artifacts land in the S3 server."""
-    service, server = start_mlflow_server(tmp_path_factory.mktemp("mlflow-s3"), s3=s3_server)
+    launch = _PREWARMED.pop("mlflow_server", None)
+    if launch is not None and launch.s3 is not s3_server:
+        launch.stop()
+        launch = None
+    launch = launch or MLflowLaunch(_session_tmp(pytestconfig, "mlflow-s3"), s3=s3_server)
     try:
-        yield server
+        yield launch.ready()
     finally:
-        service.stop()
+        launch.stop()
 
 
 @pytest.fixture(scope="session")
-def mlflow_server_local(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MLflowServer]:
+def mlflow_server_local(pytestconfig: pytest.Config) -> Iterator[MLflowServer]:
     """A real ``mlflow server`` over HTTP with artifacts on local disk (no S3 involved)."""
-    service, server = start_mlflow_server(tmp_path_factory.mktemp("mlflow-local"))
+    launch = _PREWARMED.pop("mlflow_server_local", None) or MLflowLaunch(
+        _session_tmp(pytestconfig, "mlflow-local")
+    )
     try:
-        yield server
+        yield launch.ready()
     finally:
-        service.stop()
+        launch.stop()
 
 
 # --------------------------------------------------------------------------------------------- Docker
@@ -835,47 +876,139 @@ def host_python_mounts(python: str | None = None) -> tuple[str, list[Mount]]:
     return python, [Mount(target=str(p), source=str(p), type="bind", read_only=True) for p in roots]
 
 
-@pytest.fixture(scope="session")
-def docker_engine() -> Iterator[DockerEngine]:
-    """The real Docker engine (our own dockerd socket, shared across concurrent pytest sessions)."""
-    dockerd = find_executable("dockerd")
-    if dockerd is None:
-        service_missing("dockerd not found (apt-get install -y docker.io)")
-    try:
-        import docker
-    except ImportError:
-        service_missing("the docker Python SDK is not installed (pip install -e '.[docker]')")
-    DOCKER_DIR.mkdir(parents=True, exist_ok=True)
-    sock = DOCKER_DIR / "docker.sock"
-    # Reference count across pytest processes: every user holds a shared lock on users.lock; the last one
-    # to leave gets the exclusive lock and stops the daemon. A newcomer blocks while a stop is in progress.
-    users = open(DOCKER_DIR / "users.lock", "a+")  # noqa: SIM115
-    try:
-        fcntl.flock(users, fcntl.LOCK_SH)
+class DockerUse:
+    """This session's use of the shared dockerd: ``acquire()`` starts it if needed and builds the base
+    image; ``release()`` stops the daemon if no other pytest session uses it any more.
+
+    Reference count across pytest processes: every user holds a shared flock on users.lock; the last one to
+    leave gets the exclusive lock and stops the daemon. A newcomer blocks while a stop is in progress.
+    """
+
+    def __init__(self) -> None:
+        self.engine: DockerEngine | None = None
+        self._users: IO[str] | None = None
+        self._error: BaseException | None = None
+        self._thread: threading.Thread | None = None
+
+    def acquire(self) -> DockerEngine:
+        dockerd = find_executable("dockerd")
+        if dockerd is None:
+            service_missing("dockerd not found (apt-get install -y docker.io)")
+        try:
+            import docker
+        except ImportError:
+            service_missing("the docker Python SDK is not installed (pip install -e '.[docker]')")
+        DOCKER_DIR.mkdir(parents=True, exist_ok=True)
+        sock = DOCKER_DIR / "docker.sock"
+        self._users = open(DOCKER_DIR / "users.lock", "a+")  # noqa: SIM115
+        fcntl.flock(self._users, fcntl.LOCK_SH)
         with file_lock(DOCKER_DIR / "start.lock"):
             if not _docker_ping(sock):
                 _start_dockerd(dockerd)
-            client = docker.DockerClient(base_url=f"unix://{sock}", timeout=120)
-            _ensure_base_image(client)
+            _ensure_base_image(docker.DockerClient(base_url=f"unix://{sock}", timeout=120))
         python, mounts = host_python_mounts()
-        yield DockerEngine(
+        self.engine = DockerEngine(
             docker_url=f"unix://{sock}",
             image=BASE_IMAGE,
             python=python,
             mounts=mounts,
             environment={"PYTHONDONTWRITEBYTECODE": "1", "PYTHONUNBUFFERED": "1"},
         )
-    finally:
-        fcntl.flock(users, fcntl.LOCK_UN)
+        return self.engine
+
+    def acquire_in_background(self) -> None:
+        def run() -> None:
+            try:
+                self.acquire()
+            except BaseException as exc:  # re-raised (skip/fail/error) by result() in the fixture
+                self._error = exc
+
+        self._thread = threading.Thread(target=run, name="docker-prewarm", daemon=True)
+        self._thread.start()
+
+    def result(self) -> DockerEngine:
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+            if self._error is not None:
+                raise self._error
+            assert self.engine is not None
+            return self.engine
+        return self.acquire()
+
+    def release(self) -> None:
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        users, self._users = self._users, None
+        if users is None:
+            return
+        sock = DOCKER_DIR / "docker.sock"
         try:
-            fcntl.flock(users, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            pass  # another session still uses the daemon; it will stop it
-        else:
+            fcntl.flock(users, fcntl.LOCK_UN)
+            try:
+                fcntl.flock(users, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return  # another session still uses the daemon; it will stop it
             with contextlib.suppress(Exception):
+                import docker
+
                 leftover = docker.DockerClient(base_url=f"unix://{sock}", timeout=30)
                 for container in leftover.containers.list(all=True):
                     container.remove(force=True)
             _stop_dockerd(DOCKER_DIR / "docker.pid", sock)
         finally:
             users.close()
+
+
+@pytest.fixture(scope="session")
+def docker_engine() -> Iterator[DockerEngine]:
+    """The real Docker engine (our own dockerd socket, shared across concurrent pytest sessions)."""
+    use = _PREWARMED.pop("docker_engine", None) or DockerUse()
+    try:
+        yield use.result()
+    finally:
+        use.release()
+
+
+# ----------------------------------------------------------------------------------------------- prewarm
+# Services boot while the first tests run: right after collection, start (without waiting for) every
+# service that some selected test needs. The fixtures then pick them up. Disable with MLOPS_TEST_PREWARM=0.
+_PREWARMED: dict[str, Any] = {}
+_PREWARM_ERRORS = (Exception, pytest.skip.Exception, pytest.fail.Exception)
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    config = session.config
+    if config.option.collectonly or os.environ.get("MLOPS_TEST_PREWARM", "1") == "0":
+        return
+    needed: set[str] = set()
+    for item in session.items:
+        needed.update(getattr(item, "fixturenames", ()))
+    # Any problem here is swallowed: it resurfaces, properly reported (skip/fail/error), in the fixture.
+    if "docker_engine" in needed:
+        use = DockerUse()
+        use.acquire_in_background()
+        _PREWARMED["docker_engine"] = use
+    if "mlflow_server_local" in needed:
+        with contextlib.suppress(*_PREWARM_ERRORS):
+            _PREWARMED["mlflow_server_local"] = MLflowLaunch(_session_tmp(config, "mlflow-local"))
+    if needed & {"s3_server", "mlflow_server"}:
+        with contextlib.suppress(*_PREWARM_ERRORS):
+            _PREWARMED["s3_server"] = start_seaweedfs(_session_tmp(config, "s3"))
+    if "mlflow_server" in needed and "s3_server" in _PREWARMED:
+        with contextlib.suppress(*_PREWARM_ERRORS):
+            s3 = _PREWARMED["s3_server"][1]
+            _PREWARMED["mlflow_server"] = MLflowLaunch(_session_tmp(config, "mlflow-s3"), s3=s3)
+
+
+def _stop_unused_prewarmed() -> None:
+    for name, thing in list(_PREWARMED.items()):
+        _PREWARMED.pop(name, None)
+        with contextlib.suppress(Exception):
+            if isinstance(thing, tuple):  # (ServiceProcess, S3Server)
+                thing[0].stop()
+            elif isinstance(thing, DockerUse):
+                thing.release()
+            else:
+                thing.stop()
