@@ -66,7 +66,10 @@ def test_estimator_is_logged_with_signature_example_and_params(airflow_home, pro
     assert params["train.estimator"] == "sklearn.ensemble.RandomForestClassifier"
     logged = (params["param.n_estimators"], params["param.random_state"], params["train.seed"])
     assert logged == ("10", "3", "3")
-    assert client.get_logged_model(out["model_id"]).source_run_id == mlflow_run.info.run_id
+    logged_model = client.get_logged_model(out["model_id"])
+    assert (logged_model.source_run_id, logged_model.experiment_id, str(logged_model.status)) == (
+        mlflow_run.info.run_id, mlflow_run.info.experiment_id, "READY")
+    assert logged_model.artifact_location.startswith((project / ".mlops" / "artifacts").as_uri())
 
     mlflow.set_tracking_uri(uri)
     try:

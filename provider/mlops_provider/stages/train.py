@@ -178,6 +178,14 @@ def log_model(model: Any, x_sample: pd.DataFrame, *, mlflow_run_id: str | None) 
     import mlflow.sklearn
     from mlflow.models import infer_signature
 
+    model_id = None
+    if mlflow_run_id is not None:
+        # MLflow files a model under the *active* experiment (else experiment 0, whose artifacts default
+        # to ./mlruns in the current directory), not the run's: create it in the run's experiment.
+        experiment_id = mlflow.MlflowClient().get_run(mlflow_run_id).info.experiment_id
+        model_id = mlflow.initialize_logged_model(
+            name=MODEL_NAME, source_run_id=mlflow_run_id, experiment_id=experiment_id
+        ).model_id
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*[Ii]nteger column.*")
         signature = infer_signature(x_sample, model.predict(x_sample))
@@ -185,6 +193,7 @@ def log_model(model: Any, x_sample: pd.DataFrame, *, mlflow_run_id: str | None) 
             model,
             name=MODEL_NAME,
             run_id=mlflow_run_id,
+            model_id=model_id,
             signature=signature,
             input_example=x_sample,
             serialization_format="cloudpickle",
