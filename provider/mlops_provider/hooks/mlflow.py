@@ -17,6 +17,7 @@ Which tracking server a hook talks to, first match wins:
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import threading
 from collections.abc import Callable, Iterator, Mapping
@@ -41,6 +42,8 @@ TAG_PIPELINE = "mlops.pipeline"
 TAG_SPEC_SHA = "mlops.spec_sha256"
 TAG_GIT_SHA = "mlops.git_sha"
 TAG_DATA_SHA = "mlops.data_sha256"
+#: sha256 of dag_id + run_id: a run id may contain quotes, which MLflow's filter syntax cannot escape.
+TAG_RUN_KEY = "mlops.run_key"
 
 _ENV_LOCK = threading.RLock()
 _CONNECTION_ERROR_MARKERS = (
@@ -400,12 +403,10 @@ class MLflowHook(BaseHook):
 
     def find_pipeline_run(self, context: Mapping[str, Any], *, experiment: str) -> str | None:
         """The MLflow run of this DAG run, if a stage already created it."""
-        ti = context["ti"]
         experiment_id = self.get_or_create_experiment(experiment)
         runs = self.client.search_runs(
             [experiment_id],
-            filter_string=(f"tags.`{TAG_DAG_ID}` = '{_quote(ti.dag_id)}' "
-                           f"and tags.`{TAG_RUN_ID}` = '{_quote(ti.run_id)}'"),
+            filter_string=f"tags.`{TAG_RUN_KEY}` = '{run_key(context)}'",
             order_by=["attributes.start_time ASC"],
             max_results=1,
         )
@@ -428,7 +429,9 @@ class MLflowHook(BaseHook):
         if run_id is None:
             ti = context["ti"]
             run = self.client.create_run(
-                self.get_or_create_experiment(experiment), tags=tags, run_name=f"{ti.dag_id}__{ti.run_id}"
+                self.get_or_create_experiment(experiment),
+                tags={**tags, TAG_RUN_KEY: run_key(context)},
+                run_name=f"{ti.dag_id}__{ti.run_id}",
             )
             run_id = run.info.run_id
             self.log.info("Created MLflow run %s for DAG run %s", run_id, ti.run_id)
@@ -446,8 +449,9 @@ class MLflowHook(BaseHook):
         self.client.set_terminated(run_id, status=status)
 
 
-def _quote(value: object) -> str:
-    return str(value).replace("\\", "\\\\").replace("'", "\\'")
+def run_key(context: Mapping[str, Any]) -> str:
+    ti = context["ti"]
+    return hashlib.sha256(f"{ti.dag_id}\x1f{ti.run_id}".encode()).hexdigest()[:32]
 
 
 def _uri_from_connection(conn: Connection) -> str:
