@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 
     from mlops_provider.exceptions import SpecIssue
     from mlops_provider.plan.model import PipelinePlan
+    from mlops_provider.spec.cache import SpecCache
 
 log = logging.getLogger(__name__)
 _NAME_LINE = re.compile(rb"^name:\s*['\"]?([a-z][a-z0-9_]*)", re.M)
@@ -48,15 +49,32 @@ def iter_specs(folder: Path, *, project_root: Path, only_dag_id: str | None = No
     if only_dag_id:
         files = [f for f in files if _may_define(f, only_dag_id)] or files
     allowed = config.allowed_modules()
+    cache = _open_cache(folder) if files else None
     seen: dict[str, tuple[str, str]] = {}
-    for path in files:
-        try:
-            shown = str(path.relative_to(project_root))
-        except ValueError:
-            shown = str(path)
-        item = load_spec(path, project_root=project_root, allowed_modules=allowed, display_path=shown)
-        claim_names(item, seen)
-        yield item
+    complete = False
+    try:
+        for path in files:
+            try:
+                shown = str(path.relative_to(project_root))
+            except ValueError:
+                shown = str(path)
+            item = load_spec(path, project_root=project_root, allowed_modules=allowed, display_path=shown,
+                             cache=cache)
+            claim_names(item, seen)
+            yield item
+        complete = True
+    finally:
+        if cache is not None:  # entries of deleted specs go only when every spec of the folder was read
+            cache.save(prune=complete and not only_dag_id)
+
+
+def _open_cache(folder: Path) -> SpecCache | None:
+    """The YAML parse cache of ``folder`` (see :mod:`mlops_provider.spec.cache`); ``[mlops] spec_cache``."""
+    if (config.get("spec_cache") or "true").strip().lower() in ("false", "0", "no", "off"):
+        return None
+    from mlops_provider.spec.cache import SpecCache
+
+    return SpecCache.open(folder)
 
 
 def _may_define(path: Path, dag_id: str) -> bool:

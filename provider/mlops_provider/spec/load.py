@@ -16,13 +16,16 @@ import typing
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ValidationError
 
 from mlops_provider.exceptions import SpecIssue
 from mlops_provider.spec.schema import DEFAULT_METRICS, METRICS, PipelineSpec
 from mlops_provider.spec.yaml_source import KeyPath, Located, read_yaml
+
+if TYPE_CHECKING:
+    from mlops_provider.spec.cache import SpecCache
 
 SPEC_SUFFIXES = (".yaml", ".yml")
 #: YAML-level issues whose value was replaced by None: pydantic's complaint about that None is noise.
@@ -68,7 +71,9 @@ def load_spec(
     allowed_modules: Sequence[str] | None,
     display_path: str | None = None,
     text: str | None = None,
+    cache: SpecCache | None = None,
 ) -> LoadedSpec:
+    """Read and check one spec. ``cache`` (the loader's) skips the YAML parse of a text seen before."""
     path = Path(path)
     shown = display_path or str(path)
     if text is None:
@@ -83,7 +88,9 @@ def load_spec(
             return LoadedSpec(path, shown, "", hashlib.sha256(raw).hexdigest(),
                               issues=[SpecIssue(shown, 1, 1, f"not UTF-8 text: {exc}", code="encoding")])
     result = LoadedSpec(path, shown, text, hashlib.sha256(text.encode()).hexdigest())
-    doc = read_yaml(text, shown)
+    cached = cache.get(result.sha256) if cache is not None else None
+    # a cached spec was valid; its data carries no positions, so any issue is re-derived from the text
+    doc = Located(file=shown, data=cached) if cached is not None else read_yaml(text, shown)
     result.issues.extend(doc.issues)
     if doc.data is None and doc.issues:
         return result
@@ -105,6 +112,11 @@ def load_spec(
     result.issues = _dedupe(result.issues)
     if not result.issues:
         result.spec = spec
+        if cache is not None and cached is None:
+            cache.put(result.sha256, doc.data)
+    elif cached is not None:
+        return load_spec(path, project_root=project_root, allowed_modules=allowed_modules,
+                         display_path=display_path, text=text)
     return result
 
 
