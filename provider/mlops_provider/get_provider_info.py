@@ -123,6 +123,14 @@ def get_provider_info() -> dict[str, Any]:
                         "example": "aws_default",
                         "default": None,
                     },
+                    "docker_allowed_mounts": {
+                        "description": "Comma-separated host folders that a docker train runner's mounts "
+                        "may bind besides the project root (the engine runs as root: keep this short).",
+                        "version_added": "0.1.0",
+                        "type": "string",
+                        "example": "/opt/ml-cache,/data/readonly",
+                        "default": None,
+                    },
                 },
             }
         },

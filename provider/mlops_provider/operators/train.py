@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from mlops_provider.operators.base import MLflowStageOperator
@@ -21,12 +21,14 @@ class TrainModelOperator(MLflowStageOperator):
         (named so because ``params`` is Airflow's own operator argument). Templated.
     :param seed: seeds Python's and NumPy's generators, and ``random_state`` when the estimator takes
         one and ``hyperparams`` does not set it.
-    :param runner: where training runs: ``{"type": "local"}`` (in the task's process).
+    :param runner: where training runs: ``{"type": "local"}`` (in the task's process) or
+        ``{"type": "docker", "image": ..., "docker_url": ...}`` (in a container, see
+        :mod:`mlops_provider.runners.docker`). Templated.
     :param ingest_task_id: task whose result names the train split.
     """
 
-    template_fields: Sequence[str] = ("hyperparams",)
-    template_fields_renderers = {"hyperparams": "json"}
+    template_fields: Sequence[str] = ("hyperparams", "runner")
+    template_fields_renderers = {"hyperparams": "json", "runner": "json"}
     ui_color = "#ede3fb"
 
     def __init__(
@@ -51,6 +53,8 @@ class TrainModelOperator(MLflowStageOperator):
         self.ingest_task_id = ingest_task_id
 
     def execute(self, context: Context) -> dict[str, Any]:
+        import functools
+
         from airflow.sdk.exceptions import AirflowFailException
 
         from mlops_provider.exceptions import NotAllowedError
@@ -58,7 +62,10 @@ class TrainModelOperator(MLflowStageOperator):
         ingested = self.upstream(context, self.ingest_task_id, "train_uri", "target")
         run_id = self.pipeline_run_id(context)
         runner_type = self.runner.get("type", "local")
-        runners = {"local": self._train_locally}
+        runners: dict[str, Callable[[Mapping[str, Any], str], dict[str, Any]]] = {
+            "local": self._train_locally,
+            "docker": functools.partial(self._train_in_docker, context),
+        }
         if runner_type not in runners:
             raise AirflowFailException(
                 f"train runner {runner_type!r} is not available in this version of airflow-provider-mlops "
@@ -87,3 +94,16 @@ class TrainModelOperator(MLflowStageOperator):
                 client=self.hook.client,
                 mlflow_run_id=run_id,
             )
+
+    def _train_in_docker(self, context: Context, ingested: Mapping[str, Any], run_id: str) -> dict[str, Any]:
+        from mlops_provider.runners.docker import DockerTrainRunner
+
+        self._docker = DockerTrainRunner(self.runner, log=self.log)
+        return self._docker.train(context, hook=self.hook, ingested=ingested, run_id=run_id,
+                                  estimator=self.estimator, entrypoint=self.entrypoint,
+                                  params=self.hyperparams, seed=self.seed)
+
+    def on_kill(self) -> None:
+        docker = getattr(self, "_docker", None)
+        if docker is not None:
+            docker.kill()

@@ -252,13 +252,16 @@ class LocalRunner(Section):
 class DockerRunner(Section):
     type: Literal["docker"]
     image: str
-    docker_url: str | None = Field(None, description="default: the docker connection or unix socket")
-    docker_conn_id: str | None = None
+    docker_url: str | None = Field(None, description="default: DOCKER_HOST, else unix:///var/run/docker.sock")
+    docker_conn_id: str | None = Field(None, description="Airflow docker connection: registry login for a pull")
+    python: str = Field("python3", description="the Python inside the image (with airflow-provider-mlops)")
     network_mode: str | None = None
-    mem_limit: str | None = None
-    cpus: float | None = None
+    mem_limit: str | None = Field(None, description="hard memory limit, e.g. 2g")
+    cpus: float | None = Field(None, gt=0, description="hard CPU limit, e.g. 1.5")
+    user: str | None = Field(None, description="default: the image's; the worker's uid:gid when it is not root")
+    auto_remove: bool = Field(True, description="remove the container when training ends, even on failure")
     environment: dict[str, str] = {}
-    mounts: list[str] = []
+    mounts: list[str] = Field([], description="source:/target[:ro|rw]; host sources inside the project root")
 
 
 class Train(Section):
