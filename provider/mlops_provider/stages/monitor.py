@@ -343,7 +343,7 @@ def _column_report(
     drift = ColumnDrift(
         column=name,
         column_type=column_type,
-        method=method,
+        method=method or str(config.get("method") or ""),
         threshold=float(config.get("threshold") if config.get("threshold") is not None else math.nan),
         score=float(value.value),
         drifted=test.status == TestStatus.FAIL,
@@ -351,7 +351,7 @@ def _column_report(
     return snapshot, drift
 
 
-def default_stattest(reference: pd.Series, current: pd.Series, column_type: str) -> str:
+def default_stattest(reference: pd.Series, current: pd.Series, column_type: str) -> str | None:
     """The stattest Evidently picks for a column when none is configured — decided without its cost.
 
     Evidently (``stattests.registry._get_default_stattest``) counts the distinct values of both columns
@@ -359,7 +359,8 @@ def default_stattest(reference: pd.Series, current: pd.Series, column_type: str)
     columns. The same rule needs only to know whether there are more than 5, which the first few values
     of a continuous column settle. Same inputs as Evidently's (the columns without missing/infinite
     values), same rule, same answer (``tests/integration/test_stage_monitor.py`` checks it against
-    Evidently's own choice).
+    Evidently's own choice). ``None`` when Evidently's choice cannot be named for this column type
+    (chi-square or Z for a numeric column with few values and a small reference): then Evidently picks.
     """
     import numpy as np
     from evidently.legacy.calculations import stattests as st
@@ -380,6 +381,8 @@ def default_stattest(reference: pd.Series, current: pd.Series, column_type: str)
             test = st.ks_stat_test
         else:
             test = st.chi_stat_test if values > 2 else st.z_stat_test
+    if column_type not in {t.value for t in test.allowed_feature_types}:
+        return None  # Evidently applies it unnamed; by name it refuses the type
     return str(test.name)
 
 
