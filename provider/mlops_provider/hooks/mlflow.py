@@ -336,8 +336,9 @@ class MLflowHook(BaseHook):
                 with self._scope():
                     yield
             finally:
-                mlflow.set_tracking_uri(previous_tracking)
-                mlflow.set_registry_uri(previous_registry)
+                # None (unset) is accepted at run time, though not by the type hints
+                mlflow.set_tracking_uri(previous_tracking)  # type: ignore[arg-type]
+                mlflow.set_registry_uri(previous_registry)  # type: ignore[arg-type]
                 for key, value in saved_env.items():
                     if value is None:
                         os.environ.pop(key, None)

@@ -133,7 +133,7 @@ def log_to_mlflow(
     test_size: float,
     seed: int,
 ) -> None:
-    import mlflow.data
+    from mlflow.data.pandas_dataset import from_pandas
     from mlflow.entities import DatasetInput, InputTag, Param, RunTag
     from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
 
@@ -143,7 +143,7 @@ def log_to_mlflow(
     for context, part in (("training", train), ("testing", test)):
         with warnings.catch_warnings():  # source-type ambiguity and integer-schema hints: noise here
             warnings.simplefilter("ignore", UserWarning)
-            dataset = mlflow.data.from_pandas(part, source=source, targets=target, name=f"{name}-{context}")
+            dataset = from_pandas(part, source=source, targets=target, name=f"{name}-{context}")
             entity = dataset._to_mlflow_entity()
         inputs.append(DatasetInput(entity, tags=[InputTag(MLFLOW_DATASET_CONTEXT, context)]))
     client.log_inputs(run_id, datasets=inputs)
