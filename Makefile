@@ -36,6 +36,14 @@ demo: venv
 		AIRFLOW__CORE__DAGS_FOLDER=$(CURDIR)/dags AIRFLOW__CORE__LOAD_EXAMPLES=False \
 		AIRFLOW__MLOPS__PROJECT_ROOT=$(CURDIR) $(VENV)/bin/python -m mlops_provider.demo --project-root $(CURDIR)
 
+# Parse benchmark (bench/README.md): N=500 pipelines as our specs vs hand-written Task-SDK DAGs vs dag-factory,
+# BundleDagBag in fresh interpreters; writes bench/results/. Needs ../shared/bench (or MLOPS_SHARED_BENCH).
+# Quicker: make bench BENCH_ARGS="--reps 3 --no-dagfactory".
+BENCH_ARGS ?=
+.PHONY: bench
+bench: venv
+	$(VENV)/bin/python bench/parse_bench.py $(BENCH_ARGS)
+
 # pytest exit 5 (no tests collected) fails like any other non-zero exit.
 test: venv
 	@rc=0; $(VENV)/bin/python -m pytest tests $(PYTEST_ARGS) || rc=$$?; \
