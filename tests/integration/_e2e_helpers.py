@@ -71,8 +71,12 @@ def embedded_client(root: Path) -> Any:
 
 
 def versions(client: Any, model: str) -> list[Any]:
-    """Every version of a registered model, oldest first ([] when the model does not exist)."""
-    return sorted(client.search_model_versions(f"name = '{model}'"), key=lambda v: int(v.version))
+    """Every version of a registered model, oldest first ([] when the model does not exist).
+
+    Fetched one by one: search results do not carry the aliases.
+    """
+    found = sorted(client.search_model_versions(f"name = '{model}'"), key=lambda v: int(v.version))
+    return [client.get_model_version(model, str(v.version)) for v in found]
 
 
 def alias_holder(client: Any, model: str, alias: str) -> str | None:
