@@ -17,7 +17,7 @@ from mlops_provider.exceptions import StageError
 from mlops_provider.links.mlflow import MLflowModelVersionLink, MLflowRunLink
 
 if TYPE_CHECKING:
-    from airflow.sdk import Context
+    from airflow.sdk import BaseOperatorLink, Context
 
     from mlops_provider.hooks.mlflow import MLflowHook
 
@@ -46,7 +46,7 @@ class MLflowStageOperator(BaseOperator):
 
     template_fields: Sequence[str] = ()
     ui_color = "#e8f4fd"
-    operator_extra_links = (MLflowRunLink(),)
+    operator_extra_links: tuple[BaseOperatorLink, ...] = (MLflowRunLink(),)
 
     def __init__(
         self,
