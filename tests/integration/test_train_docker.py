@@ -8,8 +8,10 @@ and a real ``mlflow server`` reached over the host network), a real S3 workspace
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
+import logging
 import secrets
 from collections.abc import Iterator
 from pathlib import Path
@@ -34,6 +36,7 @@ def build(X_train, y_train, params):
     print("inside a container:", Path("/.dockerenv").exists())
     print("tracking token:", os.environ.get("MLFLOW_TRACKING_TOKEN"))
     print("command line:", " ".join(sys.argv[1:]))
+    print("templated environment:", os.environ.get("S3_KEY_COPY") == os.environ.get("AWS_SECRET_ACCESS_KEY"))
     return Ridge(**params).fit(X_train, y_train)
 
 
@@ -174,9 +177,11 @@ def test_trains_in_a_container_against_a_tracking_server_with_an_s3_workspace(
 
     experiment, dag_id = unique("exp"), unique("docker_server")
     dag_ids.append(dag_id)
+    runner = docker_runner(docker_engine, network_mode="host")
+    runner["environment"]["S3_KEY_COPY"] = "{{ conn.seaweed.password }}"  # the runner is templated
     dag = pipeline(dag_id, "data/diabetes.csv", {"train": {
-        "runner": docker_runner(docker_engine, network_mode="host"), "entrypoint": "models/ridge.py:build",
-        "hyperparams": {"alpha": 0.25}}}, experiment=experiment, mlflow_conn_id="tracking")  # fmt: skip
+        "runner": runner, "entrypoint": "models/ridge.py:build", "hyperparams": {"alpha": 0.25}}},
+        experiment=experiment, mlflow_conn_id="tracking")  # fmt: skip
     run = airflow_home.dag_test(dag)
     log = capfd.readouterr().out
     assert states(run) == {"ingest": "success", "train": "success"}
@@ -184,6 +189,7 @@ def test_trains_in_a_container_against_a_tracking_server_with_an_s3_workspace(
     ingested, out = xcom(run, "ingest"), xcom(run, "train")
     assert ingested["train_uri"].startswith(f"s3://{bucket}/ws/")
     assert "inside a container: True" in log  # the entrypoint's output, streamed into the task log
+    assert "templated environment: True" in log
     # the token reached the container, and nothing but the entrypoint printing it put it in the log ...
     assert [line for line in log.splitlines() if token in line] == [
         line for line in log.splitlines() if f"tracking token: {token}" in line]  # fmt: skip
@@ -227,7 +233,7 @@ def test_failures_inside_the_container_are_explained(
         "not_allowed": {"runner": runner, "estimator": "subprocess.Popen", "retries": 2},
         "bad_mount": {"runner": {**runner, "mounts": [*runner["mounts"], "/etc:/host-etc:ro"]},
                       "estimator": "sklearn.linear_model.Ridge", "retries": 2},
-        "hangs": {"runner": runner, "entrypoint": "models/ridge.py:hang", "timeout": 40},
+        "hangs": {"runner": runner, "entrypoint": "models/ridge.py:hang", "timeout": 30},
     }, experiment=experiment)  # fmt: skip
     run = airflow_home.dag_test(dag)
     log = capfd.readouterr().out
@@ -240,7 +246,7 @@ def test_failures_inside_the_container_are_explained(
     assert "estimator 'subprocess.Popen' is not allowed" in log
     assert "runner mount source '/etc' resolves to /etc, outside the project root" in log
     assert "hanging" in log and "AirflowTaskTimeout" in log
-    assert run.get_task_instance("hangs").duration < 40 + 30  # killed, not left to sleep for an hour
+    assert run.get_task_instance("hangs").duration < 30 + 30  # killed, not left to sleep for an hour
 
     (mlflow_run,) = pipeline_runs(MlflowClient(embedded_tracking_uri(project)), experiment)
     assert mlflow_run.info.status == "FAILED"
@@ -295,3 +301,33 @@ def test_mounts_from_a_spec_stay_inside_the_allowed_folders(project: Path) -> No
     root, mlops = project, project / ".mlops"
     needed = [(mlops / "ws" / "run1", False), (mlops, True), (root, False), (mlops, False)]
     assert [m.describe() for m in same_path_mounts(needed)] == [f"{root}:{root}:ro", f"{mlops}:{mlops}:rw"]
+
+
+def test_a_container_left_by_an_earlier_try_is_removed(docker_engine: Any, project: Path) -> None:
+    """A worker killed hard cannot remove its container; the next try of the same task instance does."""
+    from mlops_provider.runners.docker import DockerTrainRunner
+
+    dag_id = unique("docker_crash")
+    labels = {
+        "mlops.dag_id": dag_id,
+        "mlops.run_id": "manual__1",
+        "mlops.task_id": "train",
+        "mlops.map_index": "-1",
+    }
+    client = docker_engine.client()
+    kept = client.containers.run(
+        docker_engine.image, ["sleep", "600"], detach=True, labels={**labels, "mlops.task_id": "other_task"}
+    )
+    left = client.containers.run(docker_engine.image, ["sleep", "600"], detach=True,
+                                 labels={**labels, "mlops.try_number": "1"})  # fmt: skip
+    try:
+        runner = DockerTrainRunner(docker_runner(docker_engine), log=logging.getLogger("test"))
+        runner._remove_leftovers(runner.client(), {**labels, "mlops.try_number": "2"})
+        remaining = {
+            c.id for c in client.containers.list(all=True, filters={"label": f"mlops.dag_id={dag_id}"})
+        }
+        assert left.id not in remaining and kept.id in remaining
+    finally:
+        for container in (kept, left):
+            with contextlib.suppress(Exception):
+                container.remove(force=True)

@@ -56,6 +56,8 @@ from mlops_provider import config
 from mlops_provider.exceptions import NotAllowedError, ServiceUnavailableError, StageError
 
 if TYPE_CHECKING:
+    import logging
+
     from airflow.sdk import Context
     from airflow.sdk.types import Logger
     from docker import APIClient
@@ -162,7 +164,7 @@ class DockerTrainRunner:
     :param log: the task's logger; the container's output goes there line by line.
     """
 
-    def __init__(self, runner: Mapping[str, Any], *, log: Logger) -> None:
+    def __init__(self, runner: Mapping[str, Any], *, log: Logger | logging.Logger) -> None:
         from pydantic import ValidationError
 
         from mlops_provider.spec.schema import DockerRunner
