@@ -1,0 +1,73 @@
+"""``make demo``, the README's first command: the example pipeline twice through Airflow, then the benchmark.
+
+Runs the demo (what the Makefile target runs, ``python -m mlops_provider.demo``) in a fresh copy of the
+project with a fresh AIRFLOW_HOME, as a user would on a new machine once the venv exists.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.integration._e2e_helpers import REPO, alias_holder, embedded_client
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+
+def test_make_demo_target_runs_the_demo_with_a_project_local_airflow_home() -> None:
+    done = subprocess.run(["make", "-n", "demo"], cwd=REPO, capture_output=True, text=True, check=True)
+    command = done.stdout.replace("\\\n", " ")
+    assert f"AIRFLOW_HOME={REPO}/.airflow" in command
+    assert "-m mlops_provider.demo" in command and "-u MLFLOW_TRACKING_URI" in command
+
+
+def test_demo_end_to_end(tmp_path: Path) -> None:
+    root = tmp_path / "project"
+    shutil.copytree(REPO / "dags", root / "dags", ignore=shutil.ignore_patterns("__pycache__"))
+    (root / "bench").mkdir()
+    shutil.copy(REPO / "bench" / "plain_pipeline.py", root / "bench")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "MLFLOW"))}
+    env.update(
+        {
+            "AIRFLOW_HOME": str(root / ".airflow"),
+            "AIRFLOW__CORE__DAGS_FOLDER": str(root / "dags"),
+            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+            "AIRFLOW__MLOPS__PROJECT_ROOT": str(root),
+        }
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "mlops_provider.demo", "--project-root", str(root)],
+        cwd=root,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+    )
+    out = done.stdout
+    assert done.returncode == 0, out[-4000:] + done.stderr[-4000:]
+
+    assert (root / "include" / "data" / "breast_cancer.csv").is_file()
+    assert (root / "include" / "data" / "breast_cancer_live.csv").is_file()
+    assert "run 1: success" in out and "run 2: success" in out
+    assert "breast_cancer_classifier v1  @champion -> v1 (previous: none)" in out
+    assert "breast_cancer_classifier v2  @champion -> v2 (previous: 1)" in out
+    assert "gate threshold roc_auc" in out and "gate champion  roc_auc" in out and "vs @champion v1" in out
+    ratios = re.findall(r"= (\d+\.\d+)x", out)
+    assert len(ratios) == 2 and all(float(r) > 0 for r in ratios)
+    assert f"mlflow ui --backend-store-uri sqlite:///{root}/.mlops/mlflow.db" in out
+    assert "airflow standalone" in out
+
+    client = embedded_client(root)
+    assert alias_holder(client, "breast_cancer_classifier", "champion") == "2"
+    assert (
+        alias_holder(client, "breast_cancer_classifier_plain", "champion") is not None
+    )  # the benchmark's own
+    logs = sorted(p.name for p in (root / ".airflow").glob("demo-*.log"))
+    assert logs == ["demo-plain.log", "demo-run-1.log", "demo-run-2.log", "demo-setup.log"]
