@@ -77,7 +77,7 @@ LABEL_PREFIX = "mlops."
 DEFAULT_DOCKER_URL = "unix:///var/run/docker.sock"
 LOG_TAIL_LINES = 30
 MAX_RESULT_BYTES = 1 << 20
-_KEPT_FROM_RUNNER_ENV = ("AIRFLOW__MLOPS__", PARAMS_ENV)
+_RESERVED_ENV_PREFIXES = ("AIRFLOW__MLOPS__", PARAMS_ENV)
 
 
 @dataclass(frozen=True)
@@ -165,16 +165,22 @@ class DockerTrainRunner:
     """
 
     def __init__(self, runner: Mapping[str, Any], *, log: Logger | logging.Logger) -> None:
+        from airflow.sdk.exceptions import AirflowFailException
         from pydantic import ValidationError
 
         from mlops_provider.spec.schema import DockerRunner
 
+        # a misconfigured runner fails the task at once: retrying cannot help
         try:
             self.config = DockerRunner.model_validate(dict(runner))
         except ValidationError as exc:
-            from airflow.sdk.exceptions import AirflowFailException
-
-            raise AirflowFailException(f"invalid train runner {dict(runner)!r}: {exc}") from exc
+            raise AirflowFailException(f"invalid train runner: {exc}") from exc
+        try:
+            self.extra_mounts = [parse_mount(m) for m in self.config.mounts]
+        except NotAllowedError:
+            raise
+        except StageError as exc:
+            raise AirflowFailException(str(exc)) from exc
         self.docker_url = self.config.docker_url or os.environ.get("DOCKER_HOST") or DEFAULT_DOCKER_URL
         self.log = log
         self._cli: APIClient | None = None
@@ -195,9 +201,8 @@ class DockerTrainRunner:
                 self._cli = hook.api_client
             except APIError:  # the engine answered: a refused registry login, say
                 raise
-            except (
-                Exception
-            ) as exc:  # the hook's "Failed to establish connection", or requests' ConnectionError
+            # the hook's "Failed to establish connection to any given Docker hosts", requests' errors, ...
+            except Exception as exc:
                 raise ServiceUnavailableError(
                     f"Docker engine at {self.docker_url} is unreachable: {str(exc).splitlines()[0][:300]}"
                 ) from exc
@@ -242,7 +247,7 @@ class DockerTrainRunner:
         from mlops_provider.spec.load import is_secret_key
         from mlops_provider.stages import workspace
 
-        # the experiment too: MLflow files a model logged to a run under the *active* experiment (Default)
+        # the pipeline's experiment is the active one: whatever an entrypoint logs itself lands there too
         env: dict[str, str] = {"PYTHONUNBUFFERED": "1", "MLFLOW_TRACKING_URI": hook.tracking_uri,
                                "MLFLOW_EXPERIMENT_ID": experiment_id,
                                "GIT_PYTHON_REFRESH": "quiet"}  # an image without git: no banner  # fmt: skip
@@ -254,7 +259,7 @@ class DockerTrainRunner:
         if home_in_tmp:
             env["HOME"] = "/tmp"  # the worker's uid has no home in the image
         for key, value in self.config.environment.items():
-            if key.startswith(_KEPT_FROM_RUNNER_ENV):
+            if key.startswith(_RESERVED_ENV_PREFIXES):
                 raise NotAllowedError(f"the train runner's environment may not set {key}")
             if is_secret_key(key) and value:
                 mask_secret(value)
@@ -290,7 +295,7 @@ class DockerTrainRunner:
         if artifacts is not None:
             artifacts.mkdir(parents=True, exist_ok=True)  # else the engine would create it, owned by root
             needed.append((artifacts.resolve(), True))
-        return same_path_mounts(needed) + [parse_mount(m) for m in self.config.mounts]
+        return same_path_mounts(needed) + self.extra_mounts
 
     def command(
         self,
