@@ -76,7 +76,7 @@ class DetectDriftOperator(MLflowStageOperator):
         self.stattest_threshold = stattest_threshold
 
     def execute(self, context: Context) -> dict[str, Any]:
-        from airflow.exceptions import AirflowFailException
+        from airflow.sdk.exceptions import AirflowFailException
 
         from mlops_provider.stages import monitor, workspace
         from mlops_provider.stages.evaluate import load_model
@@ -149,7 +149,7 @@ class RequestRetrainOperator(BaseOperator):
         self.drift_task_id = drift_task_id
 
     def execute(self, context: Context) -> None:
-        from airflow.exceptions import AirflowSkipException
+        from airflow.sdk.exceptions import AirflowSkipException
 
         from mlops_provider.exceptions import StageError
 
