@@ -59,7 +59,7 @@ def test_demo_end_to_end(tmp_path: Path) -> None:
     assert "breast_cancer_classifier v1  @champion -> v1 (previous: none)" in out
     assert "breast_cancer_classifier v2  @champion -> v2 (previous: 1)" in out
     assert "gate threshold roc_auc" in out and "gate champion  roc_auc" in out and "vs @champion v1" in out
-    ratios = re.findall(r"= (\d+\.\d+)x", out)
+    ratios = re.findall(r" s = (\d+\.\d+)x", out)
     assert len(ratios) == 2 and all(float(r) > 0 for r in ratios)
     assert f"mlflow ui --backend-store-uri sqlite:///{root}/.mlops/mlflow.db" in out
     assert "airflow standalone" in out
