@@ -201,33 +201,31 @@ def store_dag(dag: DAG) -> None:
         )
 
 
-class _FailureRecorder:
-    """An Airflow listener that keeps the error of each failed try, to say why a run failed."""
-
-    def __init__(self) -> None:
-        self.errors: dict[str, str] = {}
-
-    def on_task_instance_failed(self, previous_state: Any, task_instance: Any, error: Any) -> None:
-        if error is not None:
-            text = str(error).strip() or type(error).__name__
-            self.errors[task_instance.task_id] = (
-                f"{type(error).__name__}: {text}" if not isinstance(error, str) else text
-            )
-
-
-def _install(recorder: _FailureRecorder) -> Any:
-    from airflow.sdk._shared.listeners import hookimpl
+@contextlib.contextmanager
+def recording_failures() -> Iterator[dict[str, str]]:
+    """Task id → error of its last failed try, collected by an Airflow listener while the block runs."""
+    from airflow.listeners import hookimpl
     from airflow.sdk.listener import get_listener_manager
 
-    class Listener:
+    errors: dict[str, str] = {}
+
+    class FailureListener:
         @hookimpl
         def on_task_instance_failed(self, previous_state: Any, task_instance: Any, error: Any) -> None:
-            recorder.on_task_instance_failed(previous_state, task_instance, error)
+            if error is None:
+                return
+            text = str(error).strip() or type(error).__name__
+            errors[task_instance.task_id] = (
+                text if isinstance(error, str) else f"{type(error).__name__}: {text}"
+            )
 
-    listener = Listener()
+    listener = FailureListener()
     manager = get_listener_manager()
     manager.add_listener(listener)
-    return manager, listener
+    try:
+        yield errors
+    finally:
+        manager.pm.unregister(listener)
 
 
 def _xcom(dag_id: str, run_id: str) -> dict[str, dict[str, Any]]:
@@ -266,19 +264,15 @@ def run_dag(dag: DAG, *, mlflow_conn_id: str | None = None, logical_date: Any = 
 
     started = time.perf_counter()
     store_dag(dag)
-    recorder = _FailureRecorder()
-    manager, listener = _install(recorder)
-    try:
+    with recording_failures() as errors:
         dag_run = dag.test(logical_date=logical_date) if logical_date is not None else dag.test()
-    finally:
-        manager.pm.unregister(listener)
     seconds = time.perf_counter() - started
     tasks = [
         TaskOutcome(
             ti.task_id,
             str(getattr(ti.state, "value", ti.state)),
             int(ti.try_number or 0),
-            recorder.errors.get(ti.task_id),
+            errors.get(ti.task_id),
         )
         for ti in sorted(dag_run.get_task_instances(), key=lambda t: list(dag.task_ids).index(t.task_id))
     ]
