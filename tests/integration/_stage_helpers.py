@@ -67,11 +67,14 @@ def pipeline_runs(client: Any, experiment: str) -> list[Any]:
 
 
 @contextlib.contextmanager
-def once_deferred(dag_id: str, task_id: str, action: Callable[[], None], timeout: float = 90) -> Iterator[
+def once_deferred(dag_id: str, task_id: str, action: Callable[[], None], timeout: float = 600) -> Iterator[
         threading.Event]:
     """Run ``action`` (make the awaited source appear) once the task is DEFERRED; the event tells if it was.
 
-    Gives up after ``timeout`` seconds and runs ``action`` anyway, so a task that never defers cannot hang.
+    Stops watching when the task has finished without deferring, or after ``timeout`` seconds (a safety
+    net against a hang, far longer than Airflow's start-up on a loaded machine, which once outlasted a
+    90 s limit here and made the source appear before the task first looked for it), and then runs
+    ``action`` anyway.
     """
     import airflow.dag_processing.collection  # noqa: F401 - see below
     from airflow.models.taskinstance import TaskInstance
@@ -88,8 +91,11 @@ def once_deferred(dag_id: str, task_id: str, action: Callable[[], None], timeout
         while time.monotonic() < deadline and not seen.is_set():
             with create_session() as session:
                 ti = session.query(TaskInstance).filter_by(dag_id=dag_id, task_id=task_id).one_or_none()
-                if ti is not None and str(ti.state) == "deferred":
-                    seen.set()
+                state = None if ti is None else str(ti.state)
+            if state == "deferred":
+                seen.set()
+            elif state in ("success", "failed", "up_for_retry", "skipped", "upstream_failed"):
+                break
             time.sleep(0.2)
         action()
 
