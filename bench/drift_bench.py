@@ -108,6 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--drift-share", type=float, default=0.3)
     parser.add_argument("--data-dir", type=Path, default=Path(tempfile.gettempdir()) / "mlops-drift-bench")
     parser.add_argument("--check-goal", action="store_true", help="exit 1 if a goal is missed")
+    parser.add_argument("--only", choices=("preset", "monitor"), help="run one side (no ratios)")
     args = parser.parse_args(argv)
 
     args.data_dir.mkdir(parents=True, exist_ok=True)
@@ -117,6 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     runs: dict[str, list[dict]] = {"preset": [], "monitor": []}
     for i in range(args.repeat):
         order = ("preset", "monitor") if i % 2 == 0 else ("monitor", "preset")
+        order = tuple(m for m in order if args.only in (None, m))
         for mode in order:
             result = run_child(mode, reference, current, args.drift_share)
             runs[mode].append(result)
@@ -124,6 +126,8 @@ def main(argv: list[str] | None = None) -> int:
                   f"(after imports {result['baseline_mb']:.0f} MB)  drifted {result['drifted_count']}",
                   flush=True)
 
+    if args.only:
+        return 0
     preset, monitor = runs["preset"][-1], runs["monitor"][-1]
     if (preset["drifted"], preset["dataset_drift"]) != (monitor["drifted"], monitor["dataset_drift"]):
         print(f"VERDICTS DIFFER: preset {preset['drifted']} / {preset['dataset_drift']}, "

@@ -37,6 +37,7 @@ from mlops_provider.stages import workspace
 if TYPE_CHECKING:
     import pandas as pd
     from evidently.core.report import Snapshot
+    from evidently.core.serialization import SnapshotModel
     from mlflow import MlflowClient
 
 #: tag of every monitoring run, so the MLflow UI can filter them from training runs
@@ -125,7 +126,8 @@ class TableColumns:
 
                 local = None if workspace.is_s3(uri) else uri.removeprefix("file://")
                 source: Any = local if local else pa.BufferReader(workspace.read_bytes(uri, conn_id))
-                self._parquet = pq.ParquetFile(source, memory_map=local is not None)
+                # no memory map: mapped pages of the whole file would count as this process's memory
+                self._parquet = pq.ParquetFile(source)
                 index = set(_pandas_index_columns(self._parquet.schema_arrow))
                 self.names = [n for n in self._parquet.schema_arrow.names if n not in index]
                 self.num_rows = int(self._parquet.metadata.num_rows)
@@ -282,7 +284,8 @@ def detect_drift(
     _check_stattest(stattest)
 
     result = DriftResult([], drift_share, current.num_rows, reference.num_rows)
-    snapshots: list[Snapshot] = []
+    # Only the results and widgets of each column's report are kept: a Snapshot holds on to its input data.
+    parts: list[SnapshotModel] = []
     for name in columns:  # two columns in memory at a time
         current_column, reference_column = current.frame([name]), reference.frame([name])
         snapshot, drift = _column_report(name, current_column, reference_column, stattest, stattest_threshold)
@@ -291,14 +294,14 @@ def detect_drift(
             result.skipped[name] = "no drift test for this column type"
         else:
             result.columns.append(drift)
-            snapshots.append(snapshot)
+            parts.append(snapshot.to_snapshot_model())
         del current_column, reference_column
 
     if target is not None and target in current.names and load_model is not None:
         snapshot, performance = _performance_report(current, list(columns), target, ml_task, load_model)
         result.performance = performance
-        snapshots.append(snapshot)
-    result.snapshot = _merge(snapshots, result, title=title)
+        parts.append(snapshot.to_snapshot_model())
+    result.snapshot = _merge(parts, result, title=title)
     return result
 
 
@@ -490,15 +493,14 @@ def _flat(predicted: Any) -> Any:
     return array.ravel() if array.ndim == 2 and array.shape[1] == 1 else array
 
 
-def _merge(snapshots: list[Snapshot], result: DriftResult, *, title: str | None) -> Snapshot:
+def _merge(models: list[SnapshotModel], result: DriftResult, *, title: str | None) -> Snapshot:
     """One Evidently snapshot of every column's report, headed by the dataset verdict."""
     from evidently.core.metric_types import metric_tests_widget
     from evidently.core.report import Snapshot, metric_tests_stats
     from evidently.core.serialization import ReportModel, SnapshotModel
     from evidently.legacy.renderers.html_widgets import CounterData, counter, header_text, table_data
 
-    models = [s.to_snapshot_model() for s in snapshots]
-    tests = [t for s in snapshots for t in s.tests_results]
+    tests = [t for m in models for k in m.top_level_metrics for t in m.metric_results[k].tests]
     rows = sorted(result.columns, key=lambda c: (not c.drifted, c.column))
     headline = [
         header_text(label=title or "Data drift against the model's training data"),
