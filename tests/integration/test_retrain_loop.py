@@ -74,4 +74,4 @@ def test_drift_queues_a_retrain_and_no_drift_does_not(airflow_home, tmp_path: Pa
     assert len(monitoring) == 2 and len(runs) == 3
     assert {r.data.tags["mlops.dataset_drift"] for r in monitoring} == {"true", "false"}
     assert {r.data.tags["mlops.model_version"] for r in monitoring} == {str(champion["version"])}
-    assert {r.data.params["current.data_uri"] for r in monitoring} == {str(p) for p in live.values()}
+    assert {r.data.tags["mlops.current_data_uri"] for r in monitoring} == {str(p) for p in live.values()}

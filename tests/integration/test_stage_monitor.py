@@ -73,9 +73,10 @@ def test_no_drift_records_the_check_and_requests_no_retrain(airflow_home, projec
     assert tags["mlops.model_version"] == verdict["model_version"]
     assert tags["mlops.reference_run_id"] == pipeline["champion"]["run_id"]
     assert (tags["airflow.dag_id"], tags["airflow.run_id"]) == (f"{pipeline['name']}_monitor", run.run_id)
-    params = monitoring.data.params
-    assert params["reference.data_uri"] == pipeline["champion"]["train_uri"]
-    assert params["current.data_uri"] == str(pipeline["live"]["stable"])  # the template was rendered
+    assert monitoring.data.params["drift.method"] == "evidently default"
+    assert monitoring.data.params["drift.share_threshold"] == "0.5"
+    assert tags["mlops.reference_data_uri"] == pipeline["champion"]["train_uri"]
+    assert tags["mlops.current_data_uri"] == str(pipeline["live"]["stable"])  # the template was rendered
     metrics = monitoring.data.metrics
     assert metrics["drift.share_of_drifted_columns"] == pytest.approx(verdict["drift_share"])
     assert metrics["drift.dataset_drift"] == 0.0 and metrics["drift.number_of_columns"] == 30

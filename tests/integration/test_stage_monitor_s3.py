@@ -77,8 +77,8 @@ def test_monitor_reads_s3_and_reports_to_a_tracking_server(
 
     client = MlflowClient(mlflow_server.tracking_uri)
     monitoring = client.get_run(verdict["mlflow_run_id"])
-    assert monitoring.data.params["current.data_uri"] == f"s3://{data_bucket}/live/2026-06-01.parquet"
-    assert monitoring.data.params["reference.data_uri"] == train_uri
+    assert monitoring.data.tags["mlops.current_data_uri"] == f"s3://{data_bucket}/live/2026-06-01.parquet"
+    assert monitoring.data.tags["mlops.reference_data_uri"] == train_uri
     params = monitoring.data.params
     assert (params["drift.method"], params["drift.threshold"]) == ("psi", "0.2")
     assert monitoring.data.metrics["performance.accuracy"] < 0.8

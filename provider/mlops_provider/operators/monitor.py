@@ -168,6 +168,8 @@ class RequestRetrainOperator(BaseOperator):
             "drift_share", "drift_share_threshold", "drifted_columns", "model_name", "model_version",
             "mlflow_run_id", "report_uri",
         )}
+        if not self.outlets:
+            self.log.warning("Dataset drift, but task %r has no outlets: no asset to emit", self.task_id)
         for outlet in self.outlets:
             context["outlet_events"][outlet].extra = extra
         assets = ", ".join(getattr(o, "uri", str(o)) for o in self.outlets)

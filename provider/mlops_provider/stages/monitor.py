@@ -591,9 +591,6 @@ def log_monitoring_run(
         "drift.share_threshold": result.drift_share_threshold,
         "drift.method": stattest or "evidently default",
         "drift.threshold": stattest_threshold if stattest_threshold is not None else "method default",
-        "reference.model_version": reference.version,
-        "reference.data_uri": reference.data_uri,
-        "current.data_uri": current,
     }
     all_tags = {
         **(tags or {}),
@@ -602,6 +599,9 @@ def log_monitoring_run(
         "mlops.model_version": reference.version,
         "mlops.model_alias": reference.alias,
         "mlops.reference_run_id": reference.run_id,
+        # tags, not params: a retry of the same check may meet a newer champion, and params never change
+        "mlops.reference_data_uri": reference.data_uri,
+        "mlops.current_data_uri": current,
         "mlops.dataset_drift": str(result.dataset_drift).lower(),
         "mlops.drifted_columns": ",".join(result.drifted_columns)[:5000],
     }
