@@ -3,7 +3,9 @@ data and real specs, and what a user would look at afterwards (task states, regi
 
 from __future__ import annotations
 
+import contextlib
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +61,30 @@ def edit_spec(path: Path, **changes: Any) -> None:
 
 def unique(prefix: str) -> str:
     return f"{prefix}_{uuid.uuid4().hex[:8]}"
+
+
+@contextlib.contextmanager
+def fluent_uris(uri: str) -> Iterator[None]:
+    """Point MLflow's fluent API (``mlflow.sklearn.load_model``) at ``uri`` for a block, then restore."""
+    import mlflow
+    from mlflow.tracking._model_registry import utils as registry_utils
+    from mlflow.tracking._tracking_service import utils as tracking_utils
+
+    saved = tracking_utils._tracking_uri, registry_utils._registry_uri
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    try:
+        yield
+    finally:
+        mlflow.set_tracking_uri(saved[0])
+        mlflow.set_registry_uri(saved[1])
+
+
+def server_client(server: Any) -> Any:
+    """A client of a test ``mlflow server`` for both tracking and registry (never the process default)."""
+    from mlflow import MlflowClient
+
+    return MlflowClient(tracking_uri=server.tracking_uri, registry_uri=server.tracking_uri)
 
 
 def embedded_client(root: Path) -> Any:

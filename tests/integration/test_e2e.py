@@ -18,6 +18,7 @@ from tests.integration._e2e_helpers import (
     edit_spec,
     embedded_client,
     make_project,
+    server_client,
     unique,
     verdict_artifact,
     versions,
@@ -151,7 +152,7 @@ def test_spec_against_mlflow_server_with_s3_artifacts_and_s3_data(
     assert result.xcom["ingest"]["test_uri"].startswith(f"s3://{bucket}/work/")
     assert result.mlflow_run_url.startswith(mlflow_server.tracking_uri)
 
-    client = mlflow_server.client()
+    client = server_client(mlflow_server)
     (version,) = versions(client, model)
     alias = "champion" if dataset == "wine" else "production"
     assert alias_holder(client, model, alias) == "1"

@@ -12,6 +12,7 @@ import pytest
 from tests.integration._e2e_helpers import (
     alias_holder,
     embedded_client,
+    fluent_uris,
     make_project,
     training_dag,
     unique,
@@ -176,9 +177,8 @@ def test_passed_verdict_is_recorded_on_the_run_and_matches_an_independent_scorin
 
     # the numbers are right: score the registered model on the test split ourselves
     test = pd.read_parquet(result.xcom["ingest"]["test_uri"])
-    mlflow.set_tracking_uri(client.tracking_uri)
-    mlflow.set_registry_uri(client.tracking_uri)
-    loaded = mlflow.sklearn.load_model(f"models:/{model}/1")
+    with fluent_uris(client.tracking_uri):
+        loaded = mlflow.sklearn.load_model(f"models:/{model}/1")
     features, target = test.drop(columns="target"), test["target"]
     assert verdict["metrics"]["roc_auc"] == pytest.approx(
         roc_auc_score(target, loaded.predict_proba(features)[:, 1])
@@ -253,9 +253,8 @@ def test_champion_scored_on_the_same_test_set(airflow_home, project: Path) -> No
     verdict = verdict_artifact(client, second.mlflow_run_id)
     assert verdict["champion_version"] == "1"
     test = pd.read_parquet(second.xcom["ingest"]["test_uri"])
-    mlflow.set_tracking_uri(client.tracking_uri)
-    mlflow.set_registry_uri(client.tracking_uri)
-    champion = mlflow.sklearn.load_model(f"models:/{model}/1")
+    with fluent_uris(client.tracking_uri):
+        champion = mlflow.sklearn.load_model(f"models:/{model}/1")
     rescored = roc_auc_score(test["target"], champion.predict_proba(test.drop(columns="target"))[:, 1])
     assert verdict["champion_value"] == pytest.approx(rescored)
     assert verdict["champion_value"] != pytest.approx(first.xcom["evaluate"]["metrics"]["roc_auc"])

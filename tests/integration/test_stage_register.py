@@ -14,6 +14,7 @@ from mlops_provider.operators.register import RegisterModelOperator
 from tests.integration._e2e_helpers import (
     alias_holder,
     embedded_client,
+    fluent_uris,
     make_project,
     training_dag,
     unique,
@@ -79,22 +80,28 @@ def test_register_keeps_one_version_per_run_when_called_again(project: Path) -> 
 
     client = embedded_client(project)
     (project / ".mlops").mkdir(exist_ok=True)
-    mlflow.set_tracking_uri(client.tracking_uri)
-    mlflow.set_registry_uri(client.tracking_uri)
     run_id = client.create_run(client.create_experiment(unique("exp"))).info.run_id
-    info = mlflow.sklearn.log_model(
-        DummyClassifier().fit([[0], [1]], [0, 1]),
-        name="model",
-        run_id=run_id,
-        serialization_format="cloudpickle",
-    )
     model = unique("m")
-    first, created = register(
-        client, model_name=model, model_uri=info.model_uri, run_id=run_id, aliases=["a"], tags={"k": "1"}
-    )
-    again, created_again = register(
-        client, model_name=model, model_uri=info.model_uri, run_id=run_id, aliases=["a", "b"], tags={"k": "2"}
-    )
+    with fluent_uris(
+        client.tracking_uri
+    ):  # registering a models:/m-... source resolves it via the fluent URIs
+        info = mlflow.sklearn.log_model(
+            DummyClassifier().fit([[0], [1]], [0, 1]),
+            name="model",
+            run_id=run_id,
+            serialization_format="cloudpickle",
+        )
+        first, created = register(
+            client, model_name=model, model_uri=info.model_uri, run_id=run_id, aliases=["a"], tags={"k": "1"}
+        )
+        again, created_again = register(
+            client,
+            model_name=model,
+            model_uri=info.model_uri,
+            run_id=run_id,
+            aliases=["a", "b"],
+            tags={"k": "2"},
+        )
     assert (created, created_again) == (True, False)
     assert str(first.version) == str(again.version) == "1"
     assert again.tags["k"] == "2" and sorted(again.aliases) == ["a", "b"]
