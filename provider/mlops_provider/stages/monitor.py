@@ -10,9 +10,10 @@ How drift is computed, and why not with ``DataDriftPreset``: the preset tests ev
 (``DriftedColumnsCount``, one ``ValueDrift`` per column, and ``DatasetDriftMetric`` + ``DataDriftTable``
 again while rendering), each time over full copies of both tables. Here each column is read on its own
 (parquet columns lazily, so only two columns are in memory at a time) and tested **once** with
-Evidently's ``ValueDrift`` — the same stattest choice, threshold and verdict as the preset — next to a
-few data-quality numbers of that column. The per-column Evidently snapshots are then merged into one
-Evidently snapshot (one HTML report, one JSON). The dataset verdict is Evidently's own rule
+Evidently's ``ValueDrift`` — the same stattest choice, threshold and verdict as the preset (the default
+stattest is named up front by :func:`default_stattest`, sparing Evidently's two full distinct counts per
+column) — next to a few data-quality numbers of that column. The per-column Evidently snapshots are then
+merged into one Evidently snapshot (one HTML report, one JSON). The dataset verdict is Evidently's own rule
 (``legacy.calculations.data_drift.get_dataset_drift``): drifted columns / tested columns >= drift share.
 When the current data also holds the target, the model is scored on it (Evidently classification or
 regression quality).
