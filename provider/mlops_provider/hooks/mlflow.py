@@ -42,6 +42,9 @@ TAG_PIPELINE = "mlops.pipeline"
 TAG_SPEC_SHA = "mlops.spec_sha256"
 TAG_GIT_SHA = "mlops.git_sha"
 TAG_DATA_SHA = "mlops.data_sha256"
+#: where ingest wrote the immutable snapshot and the train split (the monitor's drift reference)
+TAG_SNAPSHOT_URI = "mlops.snapshot_uri"
+TAG_TRAIN_URI = "mlops.train_uri"
 #: sha256 of dag_id + run_id: a run id may contain quotes, which MLflow's filter syntax cannot escape.
 TAG_RUN_KEY = "mlops.run_key"
 

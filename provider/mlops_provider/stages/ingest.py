@@ -102,7 +102,8 @@ def ingest(
     if client is not None and mlflow_run_id is not None:
         log_to_mlflow(
             client, mlflow_run_id, source=uri, target=target, name=dataset_name or "dataset",
-            data_sha256=data_sha256, train=train, test=test, test_size=test_size, seed=seed,
+            data_sha256=data_sha256, snapshot_uri=uris[SNAPSHOT], train_uri=uris[TRAIN],
+            train=train, test=test, test_size=test_size, seed=seed,
         )
     return {
         "source": uri,
@@ -128,6 +129,8 @@ def log_to_mlflow(
     target: str,
     name: str,
     data_sha256: str,
+    snapshot_uri: str,
+    train_uri: str,
     train: pd.DataFrame,
     test: pd.DataFrame,
     test_size: float,
@@ -137,7 +140,7 @@ def log_to_mlflow(
     from mlflow.entities import DatasetInput, InputTag, Param, RunTag
     from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
 
-    from mlops_provider.hooks.mlflow import TAG_DATA_SHA
+    from mlops_provider.hooks.mlflow import TAG_DATA_SHA, TAG_SNAPSHOT_URI, TAG_TRAIN_URI
 
     inputs = []
     for context, part in (("training", train), ("testing", test)):
@@ -150,5 +153,10 @@ def log_to_mlflow(
     client.log_batch(
         run_id,
         params=[Param("split.test_size", str(test_size)), Param("split.seed", str(seed))],
-        tags=[RunTag(TAG_DATA_SHA, data_sha256), RunTag("mlops.data_source", source)],
+        tags=[
+            RunTag(TAG_DATA_SHA, data_sha256),
+            RunTag("mlops.data_source", source),
+            RunTag(TAG_SNAPSHOT_URI, snapshot_uri),
+            RunTag(TAG_TRAIN_URI, train_uri),
+        ],
     )

@@ -44,9 +44,6 @@ if TYPE_CHECKING:
 #: tag of every monitoring run, so the MLflow UI can filter them from training runs
 TAG_RUN_TYPE = "mlops.run_type"
 RUN_TYPE_MONITOR = "monitor"
-#: tags of the training run: where ingest wrote the train split / the snapshot (the drift reference)
-TAG_TRAIN_URI = "mlops.train_uri"
-TAG_SNAPSHOT_URI = "mlops.snapshot_uri"
 REPORT_ARTIFACT = "monitor/drift_report.html"
 SNAPSHOT_ARTIFACT = "monitor/drift_snapshot.json"
 VERDICT_ARTIFACT = "monitor/verdict.json"
@@ -81,7 +78,7 @@ def find_reference(client: MlflowClient, model_name: str, alias: str) -> Referen
     Raises :class:`ReferenceNotFoundError` when nothing holds the alias yet (the training DAG never
     promoted a model) or the run does not name its data.
     """
-    from mlops_provider.hooks.mlflow import TAG_DAG_ID, TAG_DATA_SHA, TAG_RUN_ID
+    from mlops_provider.hooks.mlflow import TAG_DATA_SHA, TAG_SNAPSHOT_URI, TAG_TRAIN_URI
     from mlops_provider.stages.evaluate import current_champion
 
     version = current_champion(client, model_name, alias)
@@ -97,9 +94,6 @@ def find_reference(client: MlflowClient, model_name: str, alias: str) -> Referen
     tags = client.get_run(version.run_id).data.tags
     sha = tags.get(TAG_DATA_SHA)
     uri = tags.get(TAG_TRAIN_URI) or tags.get(TAG_SNAPSHOT_URI)
-    if not uri and sha and tags.get(TAG_DAG_ID) and tags.get(TAG_RUN_ID):
-        # Runs made before ingest tagged the URI: the split lives where ingest writes it (content-addressed).
-        uri = f"{workspace.run_workspace(tags[TAG_DAG_ID], tags[TAG_RUN_ID])}/data-{sha[:16]}/train.parquet"
     if not uri:
         raise ReferenceNotFoundError(
             f"the MLflow run {version.run_id} of {model_name} v{version.version} (@{alias}) does not record "
