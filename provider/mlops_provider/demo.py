@@ -191,10 +191,14 @@ def main(argv: list[str] | None = None) -> int:
         _say(
             "  orchestration overhead (goal <= 1.5x), pipeline wall time through Airflow / as a plain script:"
         )
+        tasks = len(last.tasks)
         _say(
             f"    steady state (warm process): {warm:.1f} s / {plain['seconds']:.1f} s = "
-            f"{warm / plain['seconds']:.2f}x"
+            f"{warm / plain['seconds']:.2f}x  (+{warm - plain['seconds']:.1f} s, "
+            f"{(warm - plain['seconds']) / tasks:.2f} s per task)"
         )
+        stages = ", ".join(f"{name} {seconds:.2f}" for name, seconds in plain["stages"].items())
+        _say(f"      plain script per stage (s): {stages}")
         _say(
             f"    first run (cold imports):    {cold:.1f} s / {plain_cold['seconds']:.1f} s = "
             f"{cold / plain_cold['seconds']:.2f}x  (Airflow's includes starting dag.test's in-process API)"
