@@ -49,7 +49,8 @@ def _schedule(plan: DagPlan) -> Any:
     from airflow.timetables.trigger import CronTriggerTimetable
 
     cron = _PRESET_CRON.get(plan.schedule, plan.schedule)
-    return AssetOrTimeSchedule(timetable=CronTriggerTimetable(cron, timezone="UTC"), assets=assets)
+    timetable = CronTriggerTimetable(cron, timezone="UTC")
+    return AssetOrTimeSchedule(timetable=timetable, assets=assets)  # type: ignore[arg-type]
 
 
 def render_dag(plan: DagPlan) -> DAG:
@@ -68,7 +69,7 @@ def render_dag(plan: DagPlan) -> DAG:
         tasks = {}
         for task in plan.tasks:
             outlets = [_asset(uri) for uri in plan.outlets.get(task.task_id, ())]
-            extra = {"outlets": outlets} if outlets else {}
+            extra: dict[str, Any] = {"outlets": outlets} if outlets else {}
             tasks[task.task_id] = _operator_class(task.operator)(
                 task_id=task.task_id, doc_md=task.doc or None, **task.kwargs, **extra
             )
@@ -86,6 +87,8 @@ class InvalidSpecsDag(DAG):
     and the UI's "DAG Import Errors" banner, ``airflow dags list-import-errors`` and the REST API's
     ``importErrors`` list every broken spec with file:line:column and message. This DAG is never stored.
     """
+
+    mlops_issues: list[SpecIssue]
 
     def validate(self) -> None:
         raise SpecError(self.mlops_issues)
