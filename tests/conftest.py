@@ -18,3 +18,24 @@ from tests.services import configure_airflow_env  # noqa: E402
 configure_airflow_env()
 
 pytest_plugins = ("tests.services",)
+
+# MLflow's defaults write into the current directory (./mlruns, ./mlflow.db) when code forgets to pass a
+# store. Users would find those files in their project; here they fail the session.
+_CWD_LITTER = ("mlruns", "mlflow.db", "mlartifacts")
+_litter_before: set[str] = set()
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    root = session.config.invocation_params.dir
+    _litter_before.update(name for name in _CWD_LITTER if (root / name).exists())
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    root = session.config.invocation_params.dir
+    new = [name for name in _CWD_LITTER if (root / name).exists() and name not in _litter_before]
+    if new:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+        message = f"tests left MLflow's default store in {root}: {', '.join(new)}"
+        if reporter is not None:
+            reporter.write_line(f"ERROR: {message}", red=True)

@@ -73,24 +73,22 @@ def test_retried_register_finds_its_version_instead_of_creating_another(airflow_
 
 def test_register_keeps_one_version_per_run_when_called_again(project: Path) -> None:
     """The stage function itself: a second call for the same run and model is a no-op that re-applies tags."""
-    import mlflow
+    import pandas as pd
     from sklearn.dummy import DummyClassifier
 
     from mlops_provider.stages.register import register
+    from mlops_provider.stages.train import log_model
 
     client = embedded_client(project)
     (project / ".mlops").mkdir(exist_ok=True)
-    run_id = client.create_run(client.create_experiment(unique("exp"))).info.run_id
+    artifacts = (project / ".mlops" / "artifacts").as_uri()  # not MLflow's default, ./mlruns in the cwd
+    run_id = client.create_run(client.create_experiment(unique("exp"), artifact_location=artifacts)).info.run_id
     model = unique("m")
     with fluent_uris(
         client.tracking_uri
     ):  # registering a models:/m-... source resolves it via the fluent URIs
-        info = mlflow.sklearn.log_model(
-            DummyClassifier().fit([[0], [1]], [0, 1]),
-            name="model",
-            run_id=run_id,
-            serialization_format="cloudpickle",
-        )
+        x = pd.DataFrame({"x": [0.0, 1.0]})
+        info = log_model(DummyClassifier().fit(x, [0, 1]), x, mlflow_run_id=run_id)
         first, created = register(
             client, model_name=model, model_uri=info.model_uri, run_id=run_id, aliases=["a"], tags={"k": "1"}
         )
