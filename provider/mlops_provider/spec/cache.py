@@ -83,7 +83,7 @@ def decode(blob: bytes) -> Any:
             value: Any = dt.date(*args)
         else:
             tz = None if offset is None else dt.timezone(dt.timedelta(seconds=offset))
-            value = dt.datetime(*args, tzinfo=tz)
+            value = dt.datetime(*args).replace(tzinfo=tz)
         if not path:
             return value
         parent = data
