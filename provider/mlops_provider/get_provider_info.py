@@ -1,4 +1,4 @@
-"""Provider metadata, read by Airflow's ProvidersManager through the ``apache_airflow_provider`` entry point."""
+"""Provider metadata, read by Airflow's ProvidersManager (``apache_airflow_provider`` entry point)."""
 
 from __future__ import annotations
 
@@ -60,7 +60,9 @@ def get_provider_info() -> dict[str, Any]:
                 "ui-field-behaviour": {
                     "hidden-fields": ["schema"],
                     "relabeling": {
-                        "host": "Tracking URI", "login": "Username", "password": "Password or token"
+                        "host": "Tracking URI",
+                        "login": "Username",
+                        "password": "Password or token",
                     },
                     "placeholders": {
                         "host": "http://mlflow:5000",
@@ -79,7 +81,8 @@ def get_provider_info() -> dict[str, Any]:
                 "description": "airflow-provider-mlops: where pipeline specs live and what they may use.",
                 "options": {
                     "pipelines_folder": {
-                        "description": "Folder of pipeline spec YAML files. Default: <dags_folder>/pipelines.",
+                        "description": "Folder of pipeline spec YAML files. "
+                        "Default: <dags_folder>/pipelines.",
                         "version_added": "0.1.0",
                         "type": "string",
                         "example": "/opt/airflow/dags/pipelines",
@@ -115,6 +118,15 @@ def get_provider_info() -> dict[str, Any]:
                         "type": "string",
                         "example": "s3://ml-workspace/pipelines",
                         "default": None,
+                    },
+                    "spec_cache": {
+                        "description": "Keep the parsed YAML of valid specs in "
+                        "<pipelines_folder>/__pycache__, keyed by each file's SHA-256, like Python's .pyc "
+                        "files (faster re-parses).",
+                        "version_added": "0.1.0",
+                        "type": "boolean",
+                        "example": "False",
+                        "default": "True",
                     },
                     "workspace_conn_id": {
                         "description": "Airflow connection (type aws) for an s3:// workspace.",

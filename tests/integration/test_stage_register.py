@@ -82,7 +82,9 @@ def test_register_keeps_one_version_per_run_when_called_again(project: Path) -> 
     client = embedded_client(project)
     (project / ".mlops").mkdir(exist_ok=True)
     artifacts = (project / ".mlops" / "artifacts").as_uri()  # not MLflow's default, ./mlruns in the cwd
-    run_id = client.create_run(client.create_experiment(unique("exp"), artifact_location=artifacts)).info.run_id
+    run_id = client.create_run(
+        client.create_experiment(unique("exp"), artifact_location=artifacts)
+    ).info.run_id
     model = unique("m")
     with fluent_uris(
         client.tracking_uri

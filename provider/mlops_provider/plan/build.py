@@ -63,8 +63,14 @@ def _validate(spec: PipelineSpec, common: dict[str, Any]) -> TaskPlan:
     return TaskPlan(
         "validate",
         f"{OPERATORS}.validate.ValidateDatasetOperator",
-        {**common, "expectations": section.expectations, "suite": section.suite, "on_failure": section.on_failure},
-        doc=f"Great Expectations: {len(section.expectations)} expectation(s), on failure: {section.on_failure}.",
+        {
+            **common,
+            "expectations": section.expectations,
+            "suite": section.suite,
+            "on_failure": section.on_failure,
+        },
+        doc=f"Great Expectations: {len(section.expectations)} expectation(s), "
+        f"on failure: {section.on_failure}.",
     )
 
 
@@ -157,12 +163,14 @@ def _request_retrain(spec: PipelineSpec, common: dict[str, Any]) -> TaskPlan:
         {"drift_task_id": "detect_drift"},
         upstream=("detect_drift",),
         doc=f"On dataset drift, emit `{retrain_asset_uri(spec.name)}`, which schedules the training DAG; "
-            "skipped otherwise.",
+        "skipped otherwise.",
     )
 
 
-_SENSITIVE = re.compile(r"(?im)^(\s*-?\s*[\w.-]*(password|passwd|secret|token|api_?key|access_?key|private_?key|"
-                        r"credential)[\w.-]*\s*:\s*)(?!\s*$)(.+)$")
+_SENSITIVE = re.compile(
+    r"(?im)^(\s*-?\s*[\w.-]*(password|passwd|secret|token|api_?key|access_?key|private_?key|"
+    r"credential)[\w.-]*\s*:\s*)(?!\s*$)(.+)$"
+)
 
 
 # every alternative of _SENSITIVE contains one of these; most specs contain none, and a substring test
@@ -207,7 +215,9 @@ def build_plan(spec: PipelineSpec, *, source: str, text: str, spec_sha256: str) 
     previous: str | None = None
     for name in TRAINING_STAGES:
         plan = STAGES[name](spec, common)
-        tasks.append(TaskPlan(plan.task_id, plan.operator, plan.kwargs, (previous,) if previous else (), plan.doc))
+        tasks.append(
+            TaskPlan(plan.task_id, plan.operator, plan.kwargs, (previous,) if previous else (), plan.doc)
+        )
         previous = plan.task_id
     retrain = spec.monitor is not None and spec.monitor.retrain
     dags = [

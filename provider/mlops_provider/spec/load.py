@@ -55,8 +55,10 @@ def find_spec_files(paths: Iterable[Path | str]) -> list[Path]:
         path = Path(raw)
         if path.is_dir():
             found.extend(
-                p for p in sorted(path.rglob("*"))
-                if p.suffix in SPEC_SUFFIXES and p.is_file()
+                p
+                for p in sorted(path.rglob("*"))
+                if p.suffix in SPEC_SUFFIXES
+                and p.is_file()
                 and not any(part.startswith(".") for part in p.relative_to(path).parts)
             )
         else:
@@ -80,13 +82,23 @@ def load_spec(
         try:
             raw = path.read_bytes()
         except OSError as exc:
-            return LoadedSpec(path, shown, "", "", issues=[SpecIssue(shown, 1, 1, f"cannot read: {exc.strerror}",
-                                                                     code="unreadable")])
+            return LoadedSpec(
+                path,
+                shown,
+                "",
+                "",
+                issues=[SpecIssue(shown, 1, 1, f"cannot read: {exc.strerror}", code="unreadable")],
+            )
         try:
             text = raw.decode("utf-8")
         except UnicodeDecodeError as exc:
-            return LoadedSpec(path, shown, "", hashlib.sha256(raw).hexdigest(),
-                              issues=[SpecIssue(shown, 1, 1, f"not UTF-8 text: {exc}", code="encoding")])
+            return LoadedSpec(
+                path,
+                shown,
+                "",
+                hashlib.sha256(raw).hexdigest(),
+                issues=[SpecIssue(shown, 1, 1, f"not UTF-8 text: {exc}", code="encoding")],
+            )
     result = LoadedSpec(path, shown, text, hashlib.sha256(text.encode()).hexdigest())
     cached = cache.get(result.sha256) if cache is not None else None
     # a cached spec was valid; its data carries no positions, so any issue is re-derived from the text
@@ -95,16 +107,21 @@ def load_spec(
     if doc.data is None and doc.issues:
         return result
     if not isinstance(doc.data, dict):
-        result.issues.append(doc.issue((), "a spec is a mapping of keys (version, name, task, ...)",
-                                       code="not-a-mapping"))
+        result.issues.append(
+            doc.issue((), "a spec is a mapping of keys (version, name, task, ...)", code="not-a-mapping")
+        )
         return result
-    context = {"project_root": project_root, "allowed_modules": tuple(allowed_modules) if allowed_modules else None}
+    context = {
+        "project_root": project_root,
+        "allowed_modules": tuple(allowed_modules) if allowed_modules else None,
+    }
     try:
         spec = PipelineSpec.model_validate(doc.data, context=context)
     except ValidationError as exc:
         rejected = [i.key_path for i in doc.issues if i.code in _VALUE_DROPPED]
-        result.issues.extend(i for i in _from_pydantic(exc, doc)
-                             if not any(i.key_path[:len(r)] == r for r in rejected))
+        result.issues.extend(
+            i for i in _from_pydantic(exc, doc) if not any(i.key_path[: len(r)] == r for r in rejected)
+        )
         spec = None
     result.issues.extend(_semantic_issues(doc))
     result.issues.extend(_secret_issues(doc, doc.data, ()))
@@ -115,8 +132,13 @@ def load_spec(
         if cache is not None and cached is None:
             cache.put(result.sha256, doc.data)
     elif cached is not None:
-        return load_spec(path, project_root=project_root, allowed_modules=allowed_modules,
-                         display_path=display_path, text=text)
+        return load_spec(
+            path,
+            project_root=project_root,
+            allowed_modules=allowed_modules,
+            display_path=display_path,
+            text=text,
+        )
     return result
 
 
@@ -146,8 +168,11 @@ def claim_names(item: LoadedSpec, seen: dict[str, tuple[str, str]]) -> None:
         else:
             what += f" is already used by {other_path}"
         doc = read_yaml(item.text, item.display_path)
-        item.issues.append(doc.issue(("name",), what, code="duplicate-name",
-                                     hint="pipeline names are DAG ids and must be unique"))
+        item.issues.append(
+            doc.issue(
+                ("name",), what, code="duplicate-name", hint="pipeline names are DAG ids and must be unique"
+            )
+        )
         item.spec = None
         return
     for dag_id in dag_ids:
@@ -178,9 +203,14 @@ def _from_pydantic(exc: ValidationError, doc: Located) -> list[SpecIssue]:
             key = loc[-1]
             allowed = _allowed_keys(_yaml_path(loc[:-1], doc))
             close = difflib.get_close_matches(str(key), allowed, n=1, cutoff=0.6)
-            hint = f"did you mean `{close[0]}`?" if close else (
-                f"allowed keys: {', '.join(allowed)}" if allowed else None)
-            issues.append(doc.issue(path, f"unknown key {key!r}", hint=hint, code="unknown-key", prefer_key=True))
+            hint = (
+                f"did you mean `{close[0]}`?"
+                if close
+                else (f"allowed keys: {', '.join(allowed)}" if allowed else None)
+            )
+            issues.append(
+                doc.issue(path, f"unknown key {key!r}", hint=hint, code="unknown-key", prefer_key=True)
+            )
             continue
         path = _yaml_path(loc, doc)
         if kind == "union_tag_invalid":
@@ -189,32 +219,57 @@ def _from_pydantic(exc: ValidationError, doc: Located) -> list[SpecIssue]:
             tags = str(ctx.get("expected_tags", ""))
             tag = ctx.get("tag")
             close = difflib.get_close_matches(str(tag), [t.strip(" '") for t in tags.split(",")], n=1)
-            issues.append(doc.issue((*path, key), f"unknown {path[-1] if path else 'value'} {key} {tag!r}; "
-                                    f"expected one of {tags}", code="bad-enum",
-                                    hint=f"did you mean `{close[0]}`?" if close else None))
+            issues.append(
+                doc.issue(
+                    (*path, key),
+                    f"unknown {path[-1] if path else 'value'} {key} {tag!r}; expected one of {tags}",
+                    code="bad-enum",
+                    hint=f"did you mean `{close[0]}`?" if close else None,
+                )
+            )
             continue
         if kind == "union_tag_not_found":
             key = str(err.get("ctx", {}).get("discriminator", "type")).strip("'")
             options = sorted(_discriminator_values(path, key))
-            issues.append(doc.issue(path, f"missing required key {key!r}", code="missing-key",
-                                    hint=f"add `{key}:` ({' or '.join(options)})" if options else None))
+            issues.append(
+                doc.issue(
+                    path,
+                    f"missing required key {key!r}",
+                    code="missing-key",
+                    hint=f"add `{key}:` ({' or '.join(options)})" if options else None,
+                )
+            )
             continue
         if kind == "model_type":
             allowed = _allowed_keys(path)
-            issues.append(doc.issue(path, "expected a mapping of keys", code="wrong-type",
-                                    hint=f"keys: {', '.join(allowed)}" if allowed else None))
+            issues.append(
+                doc.issue(
+                    path,
+                    "expected a mapping of keys",
+                    code="wrong-type",
+                    hint=f"keys: {', '.join(allowed)}" if allowed else None,
+                )
+            )
             continue
         if kind == "missing":
             parent = path
             name = loc[-1]
-            issues.append(doc.issue(parent, f"missing required key {name!r}", code="missing-key",
-                                    hint=f"add `{name}:`" + (" under " + ".".join(map(str, parent)) if parent else "")))
+            issues.append(
+                doc.issue(
+                    parent,
+                    f"missing required key {name!r}",
+                    code="missing-key",
+                    hint=f"add `{name}:`" + (" under " + ".".join(map(str, parent)) if parent else ""),
+                )
+            )
             continue
         hint = None
         if kind in ("literal_error", "enum"):
             expected = err.get("ctx", {}).get("expected")
             got = err.get("input")
-            options = [o.strip(" '\"") for o in str(expected).replace(" or ", ",").split(",")] if expected else []
+            options = (
+                [o.strip(" '\"") for o in str(expected).replace(" or ", ",").split(",")] if expected else []
+            )
             close = difflib.get_close_matches(str(got), options, n=1)
             hint = f"did you mean `{close[0]}`?" if close else None
         elif kind == "list_type" and isinstance(err.get("input"), (str, int, float)):
@@ -224,8 +279,19 @@ def _from_pydantic(exc: ValidationError, doc: Located) -> list[SpecIssue]:
     return issues
 
 
-_RANGE_ERRORS = frozenset({"greater_than", "greater_than_equal", "less_than", "less_than_equal", "multiple_of",
-                           "too_short", "too_long", "string_too_short", "string_too_long"})
+_RANGE_ERRORS = frozenset(
+    {
+        "greater_than",
+        "greater_than_equal",
+        "less_than",
+        "less_than_equal",
+        "multiple_of",
+        "too_short",
+        "too_long",
+        "string_too_short",
+        "string_too_long",
+    }
+)
 
 
 def _code(kind: str) -> str:
@@ -305,7 +371,9 @@ def _semantic_issues(doc: Located) -> list[SpecIssue]:
     evaluate = data.get("evaluate") if isinstance(data.get("evaluate"), dict) else {}
     known = METRICS[task]
     raw_metrics = evaluate.get("metrics")
-    metrics = [m for m in raw_metrics if m in known] if isinstance(raw_metrics, list) else DEFAULT_METRICS[task]
+    metrics = (
+        [m for m in raw_metrics if m in known] if isinstance(raw_metrics, list) else DEFAULT_METRICS[task]
+    )
     issues = []
     if isinstance(raw_metrics, list):
         for i, metric in enumerate(raw_metrics):
@@ -318,25 +386,51 @@ def _semantic_issues(doc: Located) -> list[SpecIssue]:
                 close = difflib.get_close_matches(str(metric), list(known), n=1)
                 msg = f"unknown metric {metric!r}"
                 hint = f"did you mean `{close[0]}`?" if close else None
-            issues.append(doc.issue(("evaluate", "metrics", i), msg, code="bad-metric",
-                                    hint=hint or f"{task} metrics: {', '.join(known)}"))
+            issues.append(
+                doc.issue(
+                    ("evaluate", "metrics", i),
+                    msg,
+                    code="bad-metric",
+                    hint=hint or f"{task} metrics: {', '.join(known)}",
+                )
+            )
     thresholds = evaluate.get("thresholds")
     if isinstance(thresholds, dict):
         for metric in thresholds:
             if metric not in metrics:
-                issues.append(doc.issue(("evaluate", "thresholds", metric),
-                                        f"threshold on {metric!r}, which is not among the metrics",
-                                        hint=f"add it to evaluate.metrics ({', '.join(map(str, metrics))})",
-                                        code="bad-metric", prefer_key=True))
+                issues.append(
+                    doc.issue(
+                        ("evaluate", "thresholds", metric),
+                        f"threshold on {metric!r}, which is not among the metrics",
+                        hint=f"add it to evaluate.metrics ({', '.join(map(str, metrics))})",
+                        code="bad-metric",
+                        prefer_key=True,
+                    )
+                )
     champion = evaluate.get("champion")
-    if isinstance(champion, dict) and champion.get("metric") is not None and champion["metric"] not in metrics:
-        issues.append(doc.issue(("evaluate", "champion", "metric"),
-                                f"champion metric {champion['metric']!r} is not among the metrics",
-                                hint=f"one of {', '.join(map(str, metrics))}", code="bad-metric"))
+    if (
+        isinstance(champion, dict)
+        and champion.get("metric") is not None
+        and champion["metric"] not in metrics
+    ):
+        issues.append(
+            doc.issue(
+                ("evaluate", "champion", "metric"),
+                f"champion metric {champion['metric']!r} is not among the metrics",
+                hint=f"one of {', '.join(map(str, metrics))}",
+                code="bad-metric",
+            )
+        )
     split = (data.get("ingest") or {}).get("split") if isinstance(data.get("ingest"), dict) else None
     if task == "regression" and isinstance(split, dict) and split.get("stratify") is True:
-        issues.append(doc.issue(("ingest", "split", "stratify"), "stratified splits only apply to classification",
-                                hint="remove it, or set it to false", code="bad-split"))
+        issues.append(
+            doc.issue(
+                ("ingest", "split", "stratify"),
+                "stratified splits only apply to classification",
+                hint="remove it, or set it to false",
+                code="bad-split",
+            )
+        )
     return issues
 
 
@@ -354,13 +448,16 @@ def _dedupe(issues: list[SpecIssue]) -> list[SpecIssue]:
 # --------------------------------------------------------------------------------------------------
 # literal secrets: a spec lives in git and is shown in the DAG docs, so a secret must come from Airflow
 # --------------------------------------------------------------------------------------------------
-_SECRET_WORDS = frozenset({"password", "passwd", "pwd", "passphrase", "secret", "token", "apikey",
-                           "credential", "credentials"})
+_SECRET_WORDS = frozenset(
+    {"password", "passwd", "pwd", "passphrase", "secret", "token", "apikey", "credential", "credentials"}
+)
 _SECRET_PAIRS = frozenset({("api", "key"), ("access", "key"), ("private", "key"), ("auth", "key")})
 _WORDS = re.compile(r"[A-Z]?[a-z]+|[A-Z]+(?![a-z])|\d+")
 _URL_PASSWORD = re.compile(r"://[^/\s:@]+:[^/\s@]+@")
-_SECRET_HINT = ("use \"{{ conn.<conn_id>.password }}\" or \"{{ var.value.<name> }}\" instead; "
-                "a literal secret ends up in git and in the DAG docs")
+_SECRET_HINT = (
+    'use "{{ conn.<conn_id>.password }}" or "{{ var.value.<name> }}" instead; '
+    "a literal secret ends up in git and in the DAG docs"
+)
 
 
 @functools.lru_cache(maxsize=4096)  # called for every key of every spec at parse time; keys repeat
@@ -368,7 +465,8 @@ def is_secret_key(key: str) -> bool:
     """``db_password``, ``apiKey``, ``AWS_SECRET_ACCESS_KEY``, ``auth.token``: yes. ``max_tokens``: no."""
     words = [w.lower() for w in _WORDS.findall(key)]
     return any(w in _SECRET_WORDS for w in words) or any(
-        pair in _SECRET_PAIRS for pair in itertools.pairwise(words))
+        pair in _SECRET_PAIRS for pair in itertools.pairwise(words)
+    )
 
 
 def _is_templated(value: str) -> bool:
@@ -381,16 +479,24 @@ def _secret_issues(doc: Located, value: Any, path: KeyPath) -> list[SpecIssue]:
         for key, child in value.items():
             child_path = (*path, key)
             literal = (isinstance(child, str) and child.strip() and not _is_templated(child)) or (
-                isinstance(child, (int, float)) and not isinstance(child, bool))
+                isinstance(child, (int, float)) and not isinstance(child, bool)
+            )
             if literal and is_secret_key(str(key)):
-                issues.append(doc.issue(child_path, f"{key!r} looks like a secret but has a literal value",
-                                        hint=_SECRET_HINT, code="literal-secret"))
+                issues.append(
+                    doc.issue(
+                        child_path,
+                        f"{key!r} looks like a secret but has a literal value",
+                        hint=_SECRET_HINT,
+                        code="literal-secret",
+                    )
+                )
             else:
                 issues.extend(_secret_issues(doc, child, child_path))
     elif isinstance(value, list):
         for i, child in enumerate(value):
             issues.extend(_secret_issues(doc, child, (*path, i)))
     elif isinstance(value, str) and _URL_PASSWORD.search(value) and not _is_templated(value):
-        issues.append(doc.issue(path, "the URL contains a password", hint=_SECRET_HINT,
-                                code="literal-secret"))
+        issues.append(
+            doc.issue(path, "the URL contains a password", hint=_SECRET_HINT, code="literal-secret")
+        )
     return issues

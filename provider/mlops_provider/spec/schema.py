@@ -71,8 +71,9 @@ def _parse_duration(value: Any) -> dt.timedelta:
         return dt.timedelta(seconds=value)
     if isinstance(value, str) and (m := _DURATION.match(value)):
         return dt.timedelta(seconds=float(m.group(1)) * _UNIT_SECONDS[m.group(2)])
-    raise _fail("bad-duration",
-                f"invalid duration {value!r}: expected a number and a unit (30s, 5m, 1h, 2d, 1w)")
+    raise _fail(
+        "bad-duration", f"invalid duration {value!r}: expected a number and a unit (30s, 5m, 1h, 2d, 1w)"
+    )
 
 
 def _format_duration(value: dt.timedelta) -> str:
@@ -87,8 +88,13 @@ Duration = Annotated[
     dt.timedelta,
     BeforeValidator(_parse_duration),
     PlainSerializer(_format_duration, return_type=str),
-    WithJsonSchema({"type": ["string", "number"], "pattern": r"^\d+(\.\d+)?(s|m|h|d|w)$",
-                    "description": "A duration: 30s, 5m, 1h, 2d, 1w (or seconds as a number)"}),
+    WithJsonSchema(
+        {
+            "type": ["string", "number"],
+            "pattern": r"^\d+(\.\d+)?(s|m|h|d|w)$",
+            "description": "A duration: 30s, 5m, 1h, 2d, 1w (or seconds as a number)",
+        }
+    ),
 ]
 
 
@@ -105,8 +111,10 @@ def _check_schedule(value: Any) -> Any:
     from croniter import croniter  # light, and Airflow has already imported it
 
     if not croniter.is_valid(text):
-        raise _fail("bad-schedule",
-                    f"invalid cron expression {text!r} (expected 5 fields: minute hour day month weekday)")
+        raise _fail(
+            "bad-schedule",
+            f"invalid cron expression {text!r} (expected 5 fields: minute hour day month weekday)",
+        )
     return text
 
 
@@ -177,7 +185,9 @@ class Defaults(Section):
 
 
 class MLflowSection(Section):
-    conn_id: str | None = Field(None, description="Airflow connection of type mlflow; see the hook for fallbacks")
+    conn_id: str | None = Field(
+        None, description="Airflow connection of type mlflow; see the hook for fallbacks"
+    )
     experiment: str | None = Field(None, description="default: the pipeline name")
     model: str | None = Field(None, description="registered model name; default: the pipeline name")
 
@@ -214,8 +224,10 @@ class Ingest(Section):
         if self.format is None and "{{" not in self.source:
             suffix = self.source.rsplit(".", 1)[-1].lower() if "." in self.source else ""
             if suffix not in ("csv", "parquet", "pq"):
-                raise _fail("unknown-format",
-                            f"cannot tell the format of {self.source!r} from its suffix; set ingest.format")
+                raise _fail(
+                    "unknown-format",
+                    f"cannot tell the format of {self.source!r} from its suffix; set ingest.format",
+                )
         if self.features is not None and self.target in self.features:
             raise _fail("target-in-features", f"the target {self.target!r} is listed among the features")
         return self
@@ -229,8 +241,11 @@ def _check_expectation(item: Any) -> Any:
         import difflib
 
         close = difflib.get_close_matches(str(name), sorted(EXPECTATIONS), n=1)
-        raise _fail("unknown-expectation", f"unknown Great Expectations expectation {name!r}"
-                    + (f"; did you mean {close[0]!r}?" if close else ""))
+        raise _fail(
+            "unknown-expectation",
+            f"unknown Great Expectations expectation {name!r}"
+            + (f"; did you mean {close[0]!r}?" if close else ""),
+        )
     return item
 
 
@@ -253,12 +268,16 @@ class DockerRunner(Section):
     type: Literal["docker"]
     image: str
     docker_url: str | None = Field(None, description="default: DOCKER_HOST, else unix:///var/run/docker.sock")
-    docker_conn_id: str | None = Field(None, description="Airflow docker connection: registry login for a pull")
+    docker_conn_id: str | None = Field(
+        None, description="Airflow docker connection: registry login for a pull"
+    )
     python: str = Field("python3", description="the Python inside the image (with airflow-provider-mlops)")
     network_mode: str | None = None
     mem_limit: str | None = Field(None, description="hard memory limit, e.g. 2g")
     cpus: float | None = Field(None, gt=0, description="hard CPU limit, e.g. 1.5")
-    user: str | None = Field(None, description="default: the image's; the worker's uid:gid when it is not root")
+    user: str | None = Field(
+        None, description="default: the image's; the worker's uid:gid when it is not root"
+    )
     auto_remove: bool = Field(True, description="remove the container when training ends, even on failure")
     environment: dict[str, str] = {}
     mounts: list[str] = Field([], description="source:/target[:ro|rw]; host sources inside the project root")
@@ -276,13 +295,16 @@ class Train(Section):
         if value is None:
             return value
         if not re.match(r"^[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)+$", value):
-            raise _fail("bad-import-path",
-                        f"{value!r} is not a dotted import path like sklearn.linear_model.Ridge")
+            raise _fail(
+                "bad-import-path", f"{value!r} is not a dotted import path like sklearn.linear_model.Ridge"
+            )
         allowed = _context(info).get("allowed_modules")
         if allowed is not None and not any(value == m or value.startswith(m + ".") for m in allowed):
-            raise _fail("module-not-allowed",
-                        f"module of {value!r} is not in the allow-list ({', '.join(allowed)}); "
-                        "an operator can extend it with [mlops] allowed_modules")
+            raise _fail(
+                "module-not-allowed",
+                f"module of {value!r} is not in the allow-list ({', '.join(allowed)}); "
+                "an operator can extend it with [mlops] allowed_modules",
+            )
         return value
 
     @field_validator("entrypoint")
@@ -328,8 +350,10 @@ class Evaluate(Section):
 
 def _check_alias(alias: str) -> str:
     if not re.match(r"^[A-Za-z_][\w-]*$", alias) or re.match(r"^[vV]\d+$", alias) or alias == "latest":
-        raise _fail("bad-alias",
-                    f"{alias!r} is not a valid MLflow alias (letters, digits, _ and -; not 'latest' or v<N>)")
+        raise _fail(
+            "bad-alias",
+            f"{alias!r} is not a valid MLflow alias (letters, digits, _ and -; not 'latest' or v<N>)",
+        )
     return alias
 
 
@@ -344,7 +368,9 @@ class Deploy(Section):
 
 class Drift(Section):
     share: float = Field(0.5, gt=0, le=1)
-    method: str | None = Field(None, description="Evidently per-column drift method; default: Evidently's choice")
+    method: str | None = Field(
+        None, description="Evidently per-column drift method; default: Evidently's choice"
+    )
     threshold: float | None = None
 
 
@@ -364,14 +390,20 @@ class PipelineSpec(Section):
     """A machine-learning pipeline: one YAML file, one training DAG (plus monitor/batch DAGs)."""
 
     model_config = ConfigDict(
-        extra="forbid", frozen=True,
-        json_schema_extra={"$schema": "https://json-schema.org/draft/2020-12/schema",
-                           "title": "airflow-provider-mlops pipeline spec"},
+        extra="forbid",
+        frozen=True,
+        json_schema_extra={
+            "$schema": "https://json-schema.org/draft/2020-12/schema",
+            "title": "airflow-provider-mlops pipeline spec",
+        },
     )
 
     version: int = Field(description="spec format version; only 1 exists")
-    name: str = Field(max_length=200, description="the training DAG's id: [a-z][a-z0-9_]*",
-                      json_schema_extra={"pattern": NAME_PATTERN})
+    name: str = Field(
+        max_length=200,
+        description="the training DAG's id: [a-z][a-z0-9_]*",
+        json_schema_extra={"pattern": NAME_PATTERN},
+    )
     task: Literal["classification", "regression"]
     description: str | None = None
     owner: str = "mlops"
@@ -393,8 +425,10 @@ class PipelineSpec(Section):
     @classmethod
     def _supported_version(cls, value: Any) -> Any:
         if value != SPEC_VERSION or isinstance(value, bool):
-            raise _fail("unsupported-version",
-                        f"unsupported spec version {value!r}; this release reads version {SPEC_VERSION}")
+            raise _fail(
+                "unsupported-version",
+                f"unsupported spec version {value!r}; this release reads version {SPEC_VERSION}",
+            )
         return value
 
     @field_validator("name")
@@ -402,12 +436,16 @@ class PipelineSpec(Section):
     def _dag_id_safe(cls, value: str) -> str:
         if not re.match(NAME_PATTERN, value):
             suggestion = re.sub(r"[^a-z0-9_]+", "_", value.lower()).strip("_")
-            raise _fail("bad-name",
-                        f"{value!r} is not a valid pipeline name: use lowercase letters, digits and "
-                        f"underscores, starting with a letter (e.g. {suggestion!r})")
+            raise _fail(
+                "bad-name",
+                f"{value!r} is not a valid pipeline name: use lowercase letters, digits and "
+                f"underscores, starting with a letter (e.g. {suggestion!r})",
+            )
         if value in RESERVED_NAMES:
-            raise _fail("bad-name", f"{value!r} is reserved: the loader uses it for the DAG that reports "
-                        "invalid specs")
+            raise _fail(
+                "bad-name",
+                f"{value!r} is reserved: the loader uses it for the DAG that reports invalid specs",
+            )
         return value
 
     @field_validator("start_date", mode="before")
