@@ -241,6 +241,47 @@ def run(
                                  project_root=project_root))
 
 
+# --------------------------------------------------------------------------------------------------
+# mlops history / mlops rollback
+# --------------------------------------------------------------------------------------------------
+@app.command()
+def history(
+    spec: Annotated[Path, typer.Argument(help="A pipeline spec file.", dir_okay=False, exists=True)],
+    output_format: FormatOption = OutputFormat.text,
+    project_root: ProjectRootOption = None,
+) -> None:
+    """List every move of the spec's deploy alias, oldest first: time, from, to, who, why."""
+    from mlops_provider.audit import history_command
+
+    raise typer.Exit(
+        history_command(spec, as_json=output_format is OutputFormat.json, project_root=project_root)
+    )
+
+
+@app.command()
+def rollback(
+    spec: Annotated[Path, typer.Argument(help="A pipeline spec file.", dir_okay=False, exists=True)],
+    to: Annotated[
+        str | None, typer.Option("--to", help="Version to move the alias to. Default: its previous holder.")
+    ] = None,
+    reason: Annotated[str | None, typer.Option("--reason", help="Why, for the audit trail.")] = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="Allow a version whose evaluation rejected it.")
+    ] = False,
+    project_root: ProjectRootOption = None,
+) -> None:
+    """Move the spec's deploy alias back to its previous holder (or --to a version) and record the move.
+
+    Exit status 0 if it moved, 1 if there is nothing to roll back to or the version is refused, 2 if the
+    spec is invalid.
+    """
+    from mlops_provider.audit import rollback_command
+
+    raise typer.Exit(
+        rollback_command(spec, to=to, reason=reason, force=force, project_root=project_root)
+    )
+
+
 def main() -> None:
     app()
 

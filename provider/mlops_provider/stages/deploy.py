@@ -4,7 +4,10 @@ The previous holder is written on the new version (tag ``mlops.previous_<alias>`
 moves, and an audit record (who, which DAG run, from, to, why) is logged to the pipeline run
 (``deploy/promotion.json``) and on the registered model (tag ``mlops.<alias>.last_promotion``). A retry
 after the alias already moved finds it there and reports the same promotion again. :func:`rollback`
-moves the alias back to the recorded previous holder.
+moves the alias back to the recorded previous holder (or to a chosen version) and records that move too.
+
+Every move is also kept, in order, as one tag per move on the registered model
+(``mlops.<alias>.move.000001``, ``...000002``, ...; a JSON :class:`Promotion`): :func:`history` reads them.
 """
 
 from __future__ import annotations
@@ -30,6 +33,14 @@ def previous_tag(alias: str) -> str:
 
 def last_promotion_tag(alias: str) -> str:
     return f"mlops.{alias}.last_promotion"
+
+
+def move_tag_prefix(alias: str) -> str:
+    return f"mlops.{alias}.move."
+
+
+#: a move record's reason is cut to this many characters (registry tag values are bounded)
+MAX_REASON_CHARS = 2000
 
 
 @dataclass(frozen=True)
@@ -112,6 +123,7 @@ def record(client: MlflowClient, promotion: Promotion) -> None:
     client.set_model_version_tag(name, version, f"mlops.promoted_to_{alias}_by", promotion.promoted_by)
     summary = {k: v for k, v in promotion.as_dict().items() if k != "reason"}
     client.set_registered_model_tag(name, last_promotion_tag(alias), json.dumps(summary))
+    _append_move(client, promotion)
     if promotion.mlflow_run_id:
         from mlflow.entities import RunTag
 
@@ -126,13 +138,108 @@ def record(client: MlflowClient, promotion: Promotion) -> None:
         client.log_text(promotion.mlflow_run_id, record_json, PROMOTION_ARTIFACT)
 
 
-def rollback(client: MlflowClient, *, model_name: str, alias: str = "champion") -> tuple[str, str]:
-    """Move ``@alias`` back to the version it held before the current one. Returns ``(from, to)``."""
+def _moves(client: MlflowClient, model_name: str, alias: str) -> list[tuple[int, dict[str, Any]]]:
+    tags = client.get_registered_model(model_name).tags
+    prefix = move_tag_prefix(alias)
+    moves = []
+    for key, value in tags.items():
+        if key.startswith(prefix) and key[len(prefix) :].isdigit():
+            moves.append((int(key[len(prefix) :]), json.loads(value)))
+    return sorted(moves, key=lambda item: item[0])
+
+
+def _append_move(client: MlflowClient, promotion: Promotion) -> None:
+    """One more ordered move tag; a retry that reports the same move again adds nothing."""
+    name, alias = promotion.model_name, promotion.alias
+    moves = _moves(client, name, alias)
+    entry = promotion.as_dict()
+    entry["reason"] = str(entry["reason"])[:MAX_REASON_CHARS]
+    if moves:
+        last = moves[-1][1]
+        same = ("version", "previous_version", "dag_id", "dag_run_id", "promoted_by")
+        if all(last.get(key) == entry.get(key) for key in same):
+            return
+    number = moves[-1][0] + 1 if moves else 1
+    client.set_registered_model_tag(name, f"{move_tag_prefix(alias)}{number:06d}", json.dumps(entry))
+
+
+def history(client: MlflowClient, *, model_name: str, alias: str = "champion") -> list[dict[str, Any]]:
+    """Every recorded move of ``@alias``, oldest first (:class:`Promotion` as dicts).
+
+    A model promoted before moves were kept has only its last promotion (without its reason).
+    """
+    moves = [move for _, move in _moves(client, model_name, alias)]
+    if not moves:
+        last = client.get_registered_model(model_name).tags.get(last_promotion_tag(alias))
+        if last:
+            moves = [{**json.loads(last), "reason": None}]
+    return moves
+
+
+def _check_target(client: MlflowClient, model_name: str, version: str, *, alias: str, force: bool) -> None:
+    from mlflow.exceptions import MlflowException
+
+    from mlops_provider.stages.evaluate import VERDICT_REASON_TAG, VERDICT_TAG
+
+    try:
+        target = client.get_model_version(model_name, version)
+    except MlflowException as exc:
+        raise GateFailedError(f"{model_name} has no version {version!r} to move @{alias} to") from exc
+    verdict = target.tags.get(VERDICT_TAG)
+    if verdict == "rejected" and not force:
+        why = target.tags.get(VERDICT_REASON_TAG) or "no reason recorded"
+        raise GateFailedError(
+            f"refusing to move @{alias} to {model_name} v{version}: its evaluation rejected it ({why}); "
+            "use --force to override"
+        )
+
+
+def rollback(
+    client: MlflowClient,
+    *,
+    model_name: str,
+    alias: str = "champion",
+    to: str | None = None,
+    reason: str | None = None,
+    performed_by: str = "rollback",
+    force: bool = False,
+) -> tuple[str, str]:
+    """Move ``@alias`` back to the version it held before the current one, or to version ``to``.
+
+    Refuses a version whose evaluation rejected it unless ``force``. The move is recorded in the audit
+    trail like a promotion (who = ``performed_by``, why = ``reason``). Returns ``(from, to)``; ``from`` is
+    ``"none"`` when no version held the alias.
+    """
     holder = current_champion(client, model_name, alias)
-    if holder is None:
-        raise GateFailedError(f"{model_name} has no @{alias} to roll back")
-    previous = holder.tags.get(previous_tag(alias))
-    if previous in (None, NO_PREVIOUS):
-        raise GateFailedError(f"{model_name}@{alias} (v{holder.version}) has no recorded previous holder")
-    client.set_registered_model_alias(model_name, alias, str(previous))
-    return str(holder.version), str(previous)
+    if to is None:
+        if holder is None:
+            raise GateFailedError(f"{model_name} has no @{alias} to roll back")
+        previous = holder.tags.get(previous_tag(alias))
+        if previous in (None, NO_PREVIOUS):
+            raise GateFailedError(
+                f"{model_name}@{alias} (v{holder.version}) has no recorded previous holder to roll back to"
+            )
+        target = str(previous)
+    else:
+        target = str(to)
+        if holder is not None and str(holder.version) == target:
+            raise GateFailedError(f"{model_name}@{alias} is already v{target}: nothing to roll back")
+    _check_target(client, model_name, target, alias=alias, force=force)
+    client.set_registered_model_alias(model_name, alias, target)
+    source = str(holder.version) if holder is not None else None
+    record(
+        client,
+        Promotion(
+            model_name=model_name,
+            alias=alias,
+            version=target,
+            previous_version=source,
+            promoted_by=performed_by,
+            dag_id=None,
+            dag_run_id=None,
+            mlflow_run_id=None,
+            reason=reason or (f"rolled back from v{source}" if source else "rolled back"),
+            promoted_at=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        ),
+    )
+    return source or NO_PREVIOUS, target
