@@ -67,18 +67,20 @@ def pipeline_runs(client: Any, experiment: str) -> list[Any]:
 
 
 @contextlib.contextmanager
-def once_deferred(dag_id: str, task_id: str, action: Callable[[], None], timeout: float = 600) -> Iterator[
+def once_deferred(dag_id: str, task_id: str, action: Callable[[], None], timeout: float = 300) -> Iterator[
         threading.Event]:
-    """Run ``action`` (make the awaited source appear) once the task is DEFERRED; the event tells if it was.
+    """Run ``action`` (make the awaited source appear) once the task has deferred; the event tells if it did.
 
-    Stops watching when the task has finished without deferring, or after ``timeout`` seconds (a safety
-    net against a hang, far longer than Airflow's start-up on a loaded machine, which once outlasted a
-    90 s limit here and made the source appear before the task first looked for it), and then runs
-    ``action`` anyway.
+    A scheduler leaves a deferred task in DEFERRED while the triggerer waits. ``dag.test()`` shows
+    DEFERRED only for an instant: it sets the task back to QUEUED and runs the trigger inline, for as long
+    as the trigger waits. So "deferred" is seen as DEFERRED, or as QUEUED again after the task was RUNNING.
+    The watcher gives up after ``timeout`` seconds (or when the task finished without deferring) and runs
+    ``action`` anyway, so a task that never defers cannot hang the test.
     """
     import airflow.dag_processing.collection  # noqa: F401 - see below
     from airflow.models.taskinstance import TaskInstance
     from airflow.utils.session import create_session
+    from sqlalchemy.exc import OperationalError
 
     # Import and configure the ORM in this thread first: importing Airflow's models from two threads at
     # once deadlocks (import lock vs. SQLAlchemy's mapper-configuration mutex).
@@ -86,18 +88,29 @@ def once_deferred(dag_id: str, task_id: str, action: Callable[[], None], timeout
         session.query(TaskInstance).filter_by(dag_id=dag_id).first()
     seen = threading.Event()
 
-    def watch() -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and not seen.is_set():
+    def state_now() -> str | None:
+        try:
             with create_session() as session:
                 ti = session.query(TaskInstance).filter_by(dag_id=dag_id, task_id=task_id).one_or_none()
-                state = None if ti is None else str(ti.state)
-            if state == "deferred":
-                seen.set()
-            elif state in ("success", "failed", "up_for_retry", "skipped", "upstream_failed"):
-                break
-            time.sleep(0.2)
-        action()
+                return None if ti is None else str(ti.state)
+        except OperationalError:  # SQLite busy while the task writes: just look again
+            return None
+
+    def watch() -> None:
+        deadline = time.monotonic() + timeout
+        was_running = False
+        try:
+            while time.monotonic() < deadline and not seen.is_set():
+                state = state_now()
+                if state == "deferred" or (state == "queued" and was_running):
+                    seen.set()
+                elif state == "running":
+                    was_running = True
+                elif state in ("success", "failed", "up_for_retry", "skipped", "upstream_failed"):
+                    break
+                time.sleep(0.05)
+        finally:
+            action()
 
     thread = threading.Thread(target=watch, daemon=True)
     thread.start()
