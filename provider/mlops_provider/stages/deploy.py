@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from mlops_provider.exceptions import GateFailedError
@@ -43,6 +43,10 @@ def move_tag_prefix(alias: str) -> str:
 MAX_REASON_CHARS = 2000
 
 
+def _utc_now() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+
+
 @dataclass(frozen=True)
 class Promotion:
     model_name: str
@@ -54,7 +58,7 @@ class Promotion:
     dag_run_id: str | None
     mlflow_run_id: str | None
     reason: str
-    promoted_at: str
+    promoted_at: str = field(default_factory=_utc_now)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -110,7 +114,6 @@ def promote(
         dag_run_id=dag_run_id,
         mlflow_run_id=mlflow_run_id,
         reason=why,
-        promoted_at=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
     )
     record(client, promotion)
     return promotion
@@ -239,7 +242,6 @@ def rollback(
             dag_run_id=None,
             mlflow_run_id=None,
             reason=reason or (f"rolled back from v{source}" if source else "rolled back"),
-            promoted_at=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         ),
     )
     return source or NO_PREVIOUS, target
