@@ -135,16 +135,23 @@ def _monitor(spec: PipelineSpec, common: dict[str, Any]) -> TaskPlan:
     monitor = spec.monitor
     if monitor is None:
         raise ValueError(f"pipeline {spec.name!r} has no monitor section")
-    # Without its own ``current``, the monitor watches the training source itself (new data lands there).
-    current = monitor.current or spec.ingest.source
+    # Without its own ``current``, the monitor watches what the model scores in production (the batch
+    # input), else the training source itself (new data lands there).
+    batch = spec.deploy.batch
+    if monitor.current:
+        current, conn_id, file_format = monitor.current, spec.ingest.conn_id, None
+    elif batch is not None:
+        current, conn_id, file_format = batch.input, batch.conn_id, batch.format
+    else:
+        current, conn_id, file_format = spec.ingest.source, spec.ingest.conn_id, spec.ingest.format
     return TaskPlan(
         "detect_drift",
         f"{OPERATORS}.monitor.DetectDriftOperator",
         {
             **common,
             "current": current,
-            "current_conn_id": spec.ingest.conn_id,
-            "file_format": None if monitor.current else spec.ingest.format,
+            "current_conn_id": conn_id,
+            "file_format": file_format,
             "target": spec.ingest.target,
             "reference_alias": spec.deploy.alias,
             "drift_share": monitor.drift.share,

@@ -158,13 +158,14 @@ def claim_names(item: LoadedSpec, seen: dict[str, tuple[str, str]]) -> None:
     name = item.spec.name if item.spec else None
     if name is None:
         return
-    dag_ids = [name] + ([f"{name}_monitor"] if item.spec and item.spec.monitor is not None else [])
+    dag_ids = item.spec.dag_ids if item.spec else {name: "training"}
     clash = next((d for d in dag_ids if d in seen), None)
     if clash is not None:
         other_name, other_path = seen[clash]
-        what = f"pipeline name {name!r}" if clash == name else f"this pipeline's monitor DAG id {clash!r}"
+        kind = dag_ids[clash]
+        what = f"pipeline name {name!r}" if clash == name else f"this pipeline's {kind} DAG id {clash!r}"
         if other_name != clash:
-            what += f" is the monitor DAG id of pipeline {other_name!r} in {other_path}"
+            what += f" is a DAG id of pipeline {other_name!r} in {other_path}"
         else:
             what += f" is already used by {other_path}"
         doc = read_yaml(item.text, item.display_path)

@@ -362,8 +362,123 @@ class Register(Section):
     tags: dict[str, str] = {}
 
 
+class HealthCheck(Section):
+    """How a serving target proves it serves the candidate before any alias moves."""
+
+    sample: str | None = Field(
+        None,
+        description="CSV/parquet file (under the project root) of feature rows to send; "
+        "default: rows of the candidate's own test set",
+    )
+    rows: int = Field(20, ge=1, le=10_000, description="how many sample rows to send")
+    tolerance: float = Field(1e-6, ge=0, description="max absolute difference per prediction")
+    timeout: Duration = Field(
+        dt.timedelta(minutes=3), description="how long the target may take to be healthy"
+    )
+
+
+class DockerTarget(Section):
+    """A serving container (MLflow's model server) on a Docker engine, swapped blue/green."""
+
+    type: Literal["docker"]
+    name: str | None = Field(
+        None,
+        description="container name prefix; default: <pipeline>-serving",
+        json_schema_extra={"pattern": r"^[a-zA-Z0-9][a-zA-Z0-9_.-]*$"},
+    )
+    image: str = Field(description="image with Python and mlflow (the model's requirements) installed")
+    python: str = Field("python3", description="the Python inside the image that has mlflow")
+    port: int = Field(5001, ge=1, le=65535, description="host port the live container is published on")
+    docker_url: str | None = Field(None, description="default: DOCKER_HOST, else unix:///var/run/docker.sock")
+    docker_conn_id: str | None = Field(None, description="Airflow docker connection for a private registry")
+    network_mode: str | None = None
+    mem_limit: str | None = Field(None, description="hard memory limit, e.g. 1g")
+    cpus: float | None = Field(None, gt=0, description="hard CPU limit, e.g. 1.5")
+    workers: int = Field(1, ge=1, le=64, description="model server worker processes")
+    environment: dict[str, str] = {}
+    mounts: list[str] = Field([], description="source:/target[:ro|rw]; host sources inside the project root")
+    health: HealthCheck = HealthCheck()
+
+
+class SageMakerTarget(Section):
+    """A SageMaker real-time endpoint (model + endpoint config + endpoint), created or updated."""
+
+    type: Literal["sagemaker"]
+    endpoint: str | None = Field(
+        None,
+        description="endpoint name; default: <pipeline> with - for _",
+        json_schema_extra={"pattern": r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$"},
+    )
+    image_uri: str = Field(
+        description="ECR image serving MLflow pyfunc models (mlflow sagemaker build-and-push-container)"
+    )
+    execution_role_arn: str = Field(
+        description="IAM role SageMaker assumes (arn:aws:iam::<account>:role/...)"
+    )
+    artifact_bucket: str = Field(description="S3 bucket (optionally bucket/prefix) for model.tar.gz")
+    aws_conn_id: str | None = Field("aws_default", description="Airflow AWS connection")
+    region: str | None = Field(None, description="default: the connection's region")
+    instance_type: str = "ml.m5.large"
+    instance_count: int = Field(1, ge=1)
+    health: HealthCheck = HealthCheck()
+    timeout: Duration = Field(
+        dt.timedelta(minutes=30), description="how long the endpoint may take to be InService"
+    )
+
+
+ServingTarget = Annotated[DockerTarget | SageMakerTarget, Field(discriminator="type")]
+
+
+class Batch(Section):
+    """A ``<name>_batch`` DAG that scores new data with ``models:/<model>@<alias>``."""
+
+    schedule: Schedule = "@daily"
+    input: str = Field(description="path under the project root, or s3://bucket/key; Jinja-templated")
+    output: str = Field(
+        description="where predictions go (parquet), path or s3://; templated, e.g. out/{{ ds }}.parquet"
+    )
+    conn_id: str | None = Field(None, description="Airflow connection for s3:// input/output")
+    format: Literal["csv", "parquet"] | None = Field(
+        None, description="input format; default: from the suffix"
+    )
+    chunk_rows: int = Field(100_000, ge=1, description="rows scored per chunk (bounds memory)")
+
+    @field_validator("input", "output")
+    @classmethod
+    def _inside_root(cls, value: str, info: ValidationInfo) -> str:
+        return check_inside_root(value, info)
+
+
+class Approval(Section):
+    """A person approves the promotion in the Airflow UI (human-in-the-loop) after evaluation passed."""
+
+    required: bool = True
+    timeout: Duration = Field(
+        dt.timedelta(days=1), description="no decision by then: the promotion is rejected"
+    )
+    assignees: list[str] = Field([], description="Airflow user names allowed to respond; default: anyone")
+
+
+def _approval(value: Any) -> Any:
+    # `approval: required` / `approval: none` are the short forms of the mapping
+    if value == "required":
+        return {"required": True}
+    if value in ("none", None, False):
+        return None
+    if value is True:
+        return {"required": True}
+    return value
+
+
 class Deploy(Section):
-    alias: str = "champion"
+    alias: Annotated[str, AfterValidator(_check_alias)] = "champion"
+    approval: Annotated[Approval | None, BeforeValidator(_approval)] = Field(
+        None, description="'required' (or a mapping) to wait for a person's approval before promotion"
+    )
+    targets: list[ServingTarget] = Field(
+        [], description="serving targets; each is health-checked before the alias moves"
+    )
+    batch: Batch | None = None
 
 
 class Drift(Section):
@@ -374,11 +489,31 @@ class Drift(Section):
     threshold: float | None = None
 
 
+AlertEvent = Literal["drift", "failure"]
+
+
+class SmtpAlert(Section):
+    """An e-mail through Airflow's SMTP notifier (``apache-airflow-providers-smtp``)."""
+
+    type: Literal["smtp"]
+    to: list[str] = Field(min_length=1, description="recipients")
+    on: list[AlertEvent] = Field(["drift", "failure"], description="events that send this alert")
+    conn_id: str = Field("smtp_default", description="Airflow SMTP connection (host, port, credentials)")
+    from_email: str | None = Field(None, description="default: the connection's from_email")
+
+
+Alert = Annotated[SmtpAlert, Field(discriminator="type")]
+
+
 class Monitor(Section):
     schedule: Schedule = "@daily"
-    current: str | None = None
+    current: str | None = Field(
+        None,
+        description="data to watch (path or s3://, templated); default: batch input, else ingest.source",
+    )
     drift: Drift = Drift()
     retrain: bool = False
+    alerts: list[Alert] = Field([], description="notifications on drift or on a failed monitor run")
 
     @field_validator("current")
     @classmethod
@@ -472,6 +607,16 @@ class PipelineSpec(Section):
     @property
     def champion_metric(self) -> str:
         return self.evaluate.champion.metric or self.metrics[0]
+
+    @property
+    def dag_ids(self) -> dict[str, str]:
+        """Every DAG id this pipeline produces → its kind."""
+        ids = {self.name: "training"}
+        if self.monitor is not None:
+            ids[f"{self.name}_monitor"] = "monitor"
+        if self.deploy.batch is not None:
+            ids[f"{self.name}_batch"] = "batch"
+        return ids
 
     @property
     def stratify(self) -> bool:
