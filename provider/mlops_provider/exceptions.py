@@ -102,3 +102,7 @@ class GateFailedError(StageError):
 
 class NotAllowedError(StageError):
     """A spec names an import path or file path outside what the deployment allows."""
+
+
+class DeploymentCheckError(StageError):
+    """A serving target failed to start or failed its health check; the alias did not move."""
