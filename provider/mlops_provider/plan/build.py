@@ -174,6 +174,28 @@ def _request_retrain(spec: PipelineSpec, common: dict[str, Any]) -> TaskPlan:
     )
 
 
+@stage("batch")
+def _batch(spec: PipelineSpec, common: dict[str, Any]) -> TaskPlan:
+    batch = spec.deploy.batch
+    if batch is None:
+        raise ValueError(f"pipeline {spec.name!r} has no deploy.batch section")
+    return TaskPlan(
+        "score",
+        f"{OPERATORS}.batch.BatchScoreOperator",
+        {
+            **common,
+            "source": batch.input,
+            "destination": batch.output,
+            "conn_id": batch.conn_id,
+            "file_format": batch.format,
+            "chunk_rows": batch.chunk_rows,
+            "alias": spec.deploy.alias,
+        },
+        doc=f"Score `{batch.input}` with `models:/{spec.model_name}@{spec.deploy.alias}` (resolved to one "
+        f"version first) into `{batch.output}`.",
+    )
+
+
 _SENSITIVE = re.compile(
     r"(?im)^(\s*-?\s*[\w.-]*(password|passwd|secret|token|api_?key|access_?key|private_?key|"
     r"credential)[\w.-]*\s*:\s*)(?!\s*$)(.+)$"
@@ -261,6 +283,22 @@ def build_plan(spec: PipelineSpec, *, source: str, text: str, spec_sha256: str) 
                 doc_md=_doc(spec, source, text, "monitor"),
                 tasks=tuple(monitor_tasks),
                 outlets={"request_retrain": (retrain_asset_uri(spec.name),)} if retrain else {},
+            )
+        )
+    if spec.deploy.batch is not None:
+        dags.append(
+            DagPlan(
+                dag_id=f"{spec.name}_batch",
+                kind="batch",
+                description=f"Score new data with {spec.model_name}@{spec.deploy.alias}",
+                schedule=spec.deploy.batch.schedule,
+                start_date=spec.start_date,
+                catchup=False,
+                owner=spec.owner,
+                tags=(*tags, "mlops:batch"),
+                default_args=default_args,
+                doc_md=_doc(spec, source, text, "batch scoring"),
+                tasks=(STAGES["batch"](spec, common),),
             )
         )
     return PipelinePlan(spec.name, source, spec_sha256, tuple(dags))
