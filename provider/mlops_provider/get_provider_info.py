@@ -75,6 +75,8 @@ def get_provider_info() -> dict[str, Any]:
         "extra-links": [
             "mlops_provider.links.mlflow.MLflowRunLink",
             "mlops_provider.links.mlflow.MLflowModelVersionLink",
+            "mlops_provider.links.mlflow.ValidationReportLink",
+            "mlops_provider.links.mlflow.DriftReportLink",
         ],
         "config": {
             "mlops": {

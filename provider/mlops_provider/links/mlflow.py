@@ -1,4 +1,5 @@
-"""Extra links from a stage's task to the MLflow UI: the pipeline's run, and the model version it made.
+"""Extra links from a stage's task to the MLflow UI: the pipeline's run, the model version it made, and the
+reports it logged (validation report, drift report).
 
 An operator persists a small dict to XCom while it runs (:meth:`MLflowRunLink.persist`); ``get_link``
 formats the URL. The UI address is ``[mlops] mlflow_ui_url`` when set, else the tracking server itself
@@ -17,6 +18,8 @@ from mlops_provider import config
 if TYPE_CHECKING:
     from airflow.sdk import BaseOperator, Context
     from airflow.sdk.types import TaskInstanceKey
+
+    from mlops_provider.operators.base import MLflowStageOperator
 
 DEFAULT_UI_URL = "http://localhost:5000"
 
@@ -37,6 +40,11 @@ def run_url(ui_url: str, experiment_id: str, run_id: str) -> str:
 
 def model_version_url(ui_url: str, name: str, version: str | int) -> str:
     return f"{ui_url.rstrip('/')}/#/models/{quote(name, safe='')}/versions/{version}"
+
+
+def artifact_url(ui_url: str, experiment_id: str, run_id: str, path: str) -> str:
+    """The MLflow UI's page of one artifact of a run (MLflow 3's route ``.../runs/<run>/artifactPath/*``)."""
+    return f"{run_url(ui_url, experiment_id, run_id)}/artifactPath/{quote(path.strip('/'), safe='/')}"
 
 
 class _MLflowLink(BaseOperatorLink):
@@ -78,6 +86,13 @@ class MLflowRunLink(_MLflowLink):
         cls._push(context, {"ui_url": ui_base_url(tracking_uri), "experiment_id": str(experiment_id),
                             "run_id": run_id})
 
+    @classmethod
+    def copy_from(cls, context: Context, task_id: str) -> None:
+        """Link this task to the run an upstream task linked to (a task that does not talk to MLflow)."""
+        value = context["ti"].xcom_pull(task_ids=task_id, key=cls.key)
+        if isinstance(value, dict):
+            cls._push(context, value)
+
 
 class MLflowModelVersionLink(_MLflowLink):
     """The registered model version this task created or promoted."""
@@ -91,3 +106,38 @@ class MLflowModelVersionLink(_MLflowLink):
     @classmethod
     def persist(cls, context: Context, *, tracking_uri: str, name: str, version: str | int) -> None:
         cls._push(context, {"ui_url": ui_base_url(tracking_uri), "name": name, "version": str(version)})
+
+
+class _MLflowArtifactLink(_MLflowLink):
+    """One artifact of the pipeline's MLflow run, shown on the artifact page of the MLflow UI."""
+
+    def format(self, value: dict[str, Any]) -> str:
+        return artifact_url(value["ui_url"], value["experiment_id"], value["run_id"], value["path"])
+
+    @classmethod
+    def persist(
+        cls, context: Context, *, tracking_uri: str, experiment_id: str, run_id: str, path: str
+    ) -> None:
+        cls._push(context, {"ui_url": ui_base_url(tracking_uri), "experiment_id": str(experiment_id),
+                            "run_id": run_id, "path": path})
+
+    @classmethod
+    def persist_for(cls, task: MLflowStageOperator, context: Context, *, run_id: str, path: str) -> None:
+        """:meth:`persist` for a stage operator: its MLflow server and experiment."""
+        experiment_id = task.hook.get_or_create_experiment(task.experiment)
+        cls.persist(context, tracking_uri=task.hook.tracking_uri, experiment_id=experiment_id, run_id=run_id,
+                    path=path)
+
+
+class ValidationReportLink(_MLflowArtifactLink):
+    """The HTML data-validation report (Great Expectations) the validate task logged."""
+
+    name = "Validation report"
+    key = "mlflow_validation_report"
+
+
+class DriftReportLink(_MLflowArtifactLink):
+    """The HTML drift report (Evidently) the detect_drift task logged to its monitoring run."""
+
+    name = "Drift report"
+    key = "mlflow_drift_report"

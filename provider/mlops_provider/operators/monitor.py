@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator
 
-from mlops_provider.links.mlflow import MLflowModelVersionLink, MLflowRunLink
+from mlops_provider.links.mlflow import DriftReportLink, MLflowModelVersionLink, MLflowRunLink
 from mlops_provider.operators.base import MLflowStageOperator
 
 if TYPE_CHECKING:
@@ -46,7 +46,7 @@ class DetectDriftOperator(MLflowStageOperator):
 
     template_fields: Sequence[str] = ("current", "current_conn_id")
     ui_color = "#fff4d6"
-    operator_extra_links = (MLflowRunLink(), MLflowModelVersionLink())
+    operator_extra_links = (MLflowRunLink(), MLflowModelVersionLink(), DriftReportLink())
 
     def __init__(
         self,
@@ -121,6 +121,7 @@ class DetectDriftOperator(MLflowStageOperator):
             client, run_id, result, reference,
             current=current_uri, stattest=self.stattest, stattest_threshold=self.stattest_threshold,
         )
+        DriftReportLink.persist_for(self, context, run_id=run_id, path=monitor.REPORT_ARTIFACT)
         self.hook.end_pipeline_run(run_id, "FINISHED")
         self.log.info("Report: %s", report_uri)
         return {
@@ -143,6 +144,7 @@ class RequestRetrainOperator(BaseOperator):
     """
 
     ui_color = "#ffe0cc"
+    operator_extra_links = (MLflowRunLink(),)
 
     def __init__(self, *, drift_task_id: str = "detect_drift", **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -153,6 +155,7 @@ class RequestRetrainOperator(BaseOperator):
 
         from mlops_provider.exceptions import StageError
 
+        MLflowRunLink.copy_from(context, self.drift_task_id)  # the monitoring run that decided
         verdict = context["ti"].xcom_pull(task_ids=self.drift_task_id)
         if not isinstance(verdict, dict) or "dataset_drift" not in verdict:
             raise StageError(f"task {self.task_id!r} needs the drift verdict of task {self.drift_task_id!r}, "

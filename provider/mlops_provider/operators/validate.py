@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from mlops_provider.links.mlflow import MLflowRunLink, ValidationReportLink
 from mlops_provider.operators.base import MLflowStageOperator
 
 if TYPE_CHECKING:
@@ -27,6 +28,7 @@ class ValidateDatasetOperator(MLflowStageOperator):
 
     template_fields: Sequence[str] = ("suite",)
     ui_color = "#fdf2d0"
+    operator_extra_links = (MLflowRunLink(), ValidationReportLink())
 
     def __init__(
         self,
@@ -49,10 +51,12 @@ class ValidateDatasetOperator(MLflowStageOperator):
         from airflow.sdk.exceptions import AirflowFailException
 
         from mlops_provider.exceptions import DataValidationError
-        from mlops_provider.stages.validate import validate
+        from mlops_provider.stages.validate import REPORT_ARTIFACT, validate
 
         ingested = self.upstream(context, self.ingest_task_id, "snapshot_uri")
         run_id = self.pipeline_run_id(context)
+        # linked before validating: a failed validation raises, and its report is the one to read
+        ValidationReportLink.persist_for(self, context, run_id=run_id, path=REPORT_ARTIFACT)
         try:
             result = validate(
                 ingested["snapshot_uri"],
