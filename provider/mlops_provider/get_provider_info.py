@@ -35,6 +35,8 @@ def get_provider_info() -> dict[str, Any]:
                 ],
             }
         ],
+        "sensors": [{"integration-name": "MLflow", "python-modules": ["mlops_provider.sensors.mlflow"]}],
+        "triggers": [{"integration-name": "MLflow", "python-modules": ["mlops_provider.triggers.mlflow"]}],
         "hooks": [{"integration-name": "MLflow", "python-modules": ["mlops_provider.hooks.mlflow"]}],
         "connection-types": [
             {
