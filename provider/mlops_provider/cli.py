@@ -226,7 +226,7 @@ def show(
 @app.command()
 def run(
     spec: Annotated[Path, typer.Argument(help="A pipeline spec file.", dir_okay=False, exists=True)],
-    dag: Annotated[str, typer.Option("--dag", help="training, monitor, or a DAG id.")] = "training",
+    dag: Annotated[str, typer.Option("--dag", help="training, monitor, batch, or a DAG id.")] = "training",
     output_format: FormatOption = OutputFormat.text,
     project_root: ProjectRootOption = None,
 ) -> None:

@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from mlops_provider.plan.model import DagPlan
     from mlops_provider.spec.load import LoadedSpec
 
-DAG_KINDS = ("training", "monitor")
+DAG_KINDS = ("training", "monitor", "batch")
 
 
 @dataclass
@@ -84,6 +84,11 @@ class RunResult:
     def promotion(self) -> dict[str, Any] | None:
         return self.xcom.get("deploy")
 
+    @property
+    def scored(self) -> dict[str, Any] | None:
+        """What a batch DAG's ``score`` task did (rows, output, model version)."""
+        return self.xcom.get("score")
+
     def as_dict(self) -> dict[str, Any]:
         return {
             "dag_id": self.dag_id,
@@ -98,6 +103,7 @@ class RunResult:
             "model_name": self.model_name,
             "model_version": self.model_version,
             "promotion": self.promotion,
+            "scored": self.scored,
             "failure": self.failure,
         }
 
@@ -129,6 +135,10 @@ class RunResult:
                 f"  alias: @{self.promotion['alias']} -> v{self.promotion['version']}"
                 + (f" (was v{previous})" if previous else " (first champion)")
             )
+        if self.scored:
+            s = self.scored
+            lines.append(f"  scored: {s['rows']} rows with {s['model_name']} v{s['model_version']} "
+                         f"(@{s['model_alias']}), {s['rows_per_second']:,.0f} rows/s -> {s['output_uri']}")
         if self.failure:
             lines.append(f"  failure: {self.failure}")
         return "\n".join(lines)
