@@ -4,6 +4,10 @@ The spec names the model (``mlflow.model``, else the pipeline name), the alias (
 MLflow connection (``mlflow.conn_id``, then ``mlflow_default``, ``MLFLOW_TRACKING_URI``, the embedded store
 under the project root), exactly as the pipeline's own tasks resolve them. The moves themselves are read
 and written by :mod:`mlops_provider.stages.deploy`.
+
+A rollback takes the spec's serving targets (``deploy.targets``) along: the version is staged and
+health-checked on each of them before the alias moves back, and they switch to it after; a failed check
+leaves the alias and the serving as they were (exit code 1).
 """
 
 from __future__ import annotations
@@ -12,12 +16,18 @@ import getpass
 import json
 import os
 import sys
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mlops_provider import config
-from mlops_provider.exceptions import GateFailedError, SpecError
+from mlops_provider.exceptions import (
+    DeploymentCheckError,
+    GateFailedError,
+    ServiceUnavailableError,
+    SpecError,
+)
 
 if TYPE_CHECKING:
     from mlops_provider.hooks.mlflow import MLflowHook
@@ -32,6 +42,10 @@ class Target:
     model_name: str
     alias: str
     hook: MLflowHook
+    pipeline: str = ""
+    #: ``deploy.targets`` as JSON-able mappings: a rollback makes them follow the alias
+    serving: Sequence[Mapping[str, Any]] = field(default_factory=list)
+    target_column: str | None = None
 
 
 def target_of(spec: Path, project_root: Path | None = None) -> Target:
@@ -50,6 +64,9 @@ def target_of(spec: Path, project_root: Path | None = None) -> Target:
         model_name=loaded.spec.model_name,
         alias=loaded.spec.deploy.alias,
         hook=MLflowHook(mlflow_conn_id=loaded.spec.mlflow.conn_id),
+        pipeline=loaded.spec.name,
+        serving=[t.model_dump(mode="json", exclude_none=True) for t in loaded.spec.deploy.targets],
+        target_column=loaded.spec.ingest.target,
     )
 
 
@@ -114,7 +131,10 @@ def history_command(spec: Path, *, as_json: bool = False, project_root: Path | N
     print(f"{target.model_name}@{target.alias}: {len(moves)} move(s), oldest first")
     for move in moves:
         source = f"v{move['from']}" if move["from"] else "(none)"
-        print(f"{move['time']}  {source} -> v{move['to']}  by {move['who']}  why: {move['why'] or '-'}")
+        serving = f"  serving followed: {', '.join(move['serving'])}" if move.get("serving") else ""
+        print(
+            f"{move['time']}  {source} -> v{move['to']}  by {move['who']}  why: {move['why'] or '-'}{serving}"
+        )
     return 0
 
 
@@ -145,9 +165,16 @@ def rollback_command(
             reason=reason,
             performed_by=f"{ROLLBACK_BY} ({os_user()})",
             force=force,
+            hook=target.hook,
+            targets=target.serving,
+            pipeline=target.pipeline,
+            target_column=target.target_column,
+            log=_stderr_log(),
         )
-    except GateFailedError as exc:
+    except (GateFailedError, DeploymentCheckError, ServiceUnavailableError) as exc:
         print(f"mlops rollback: {exc}", file=sys.stderr)
+        if target.serving and not isinstance(exc, GateFailedError):
+            print(f"mlops rollback: {target.model_name}@{target.alias} did not move", file=sys.stderr)
         return 1
     except MlflowException as exc:
         if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "NOT_FOUND"):
@@ -159,4 +186,29 @@ def rollback_command(
         raise
     shown = f"v{source}" if source != "none" else "(none)"
     print(f"{target.model_name}@{target.alias}: {shown} -> v{destination}")
+    if target.serving:
+        from mlops_provider.stages.serve import url_tag
+
+        tags = target.hook.client.get_registered_model(target.model_name).tags
+        for name in _serving_names(target):
+            print(f"{name}: serving v{destination} at {tags.get(url_tag(name), '?')}")
     return 0
+
+
+def _serving_names(target: Target) -> list[str]:
+    """The names the last recorded move gives its serving targets."""
+    moves = moves_of(target)
+    return list(moves[-1].get("serving") or []) if moves else []
+
+
+class _StderrLog:
+    """Progress of the serving rollout on stderr (stdout keeps the one-line result)."""
+
+    def info(self, msg: str, *args: Any) -> None:
+        print(msg % args if args else msg, file=sys.stderr)
+
+    warning = error = exception = info
+
+
+def _stderr_log() -> Any:
+    return _StderrLog()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from mlops_provider.exceptions import GateFailedError
@@ -34,6 +34,13 @@ class PromoteModelOperator(MLflowStageOperator):
     :param alias: the alias to move.
     :param register_task_id: task whose XCom names the version.
     :param evaluate_task_id: task whose XCom holds the verdict.
+    :param targets: ``deploy.targets`` of the spec as JSON-able mappings (``model_dump(mode="json")``):
+        the version is staged and health-checked on every one before the alias moves, and they switch to
+        it after (:func:`mlops_provider.stages.serve.follow`). A failed check fails the task with the
+        alias and the live serving untouched (a retry starts over); the XCom's ``serving`` holds each
+        target's live address.
+    :param target_column: the label column, left out of the health-check rows of a model without a
+        signature.
     """
 
     template_fields: Sequence[str] = ("alias",)
@@ -46,23 +53,29 @@ class PromoteModelOperator(MLflowStageOperator):
         alias: str = "champion",
         register_task_id: str = "register",
         evaluate_task_id: str = "evaluate",
+        targets: Sequence[Mapping[str, Any]] | None = None,
+        target_column: str | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        self.targets = [dict(t) for t in targets or ()]
+        self.target_column = target_column
         self.alias = alias
         self.register_task_id = register_task_id
         self.evaluate_task_id = evaluate_task_id
 
     def execute(self, context: Context) -> dict[str, Any]:
-        from mlops_provider.stages.deploy import promote
+        from mlops_provider.stages.deploy import promote, require_passed
+        from mlops_provider.stages.serve import follow
 
         registered = self.upstream(context, self.register_task_id, "model_name", "version")
         verdict = context["ti"].xcom_pull(task_ids=self.evaluate_task_id)
         run_id = self.pipeline_run_id(context)
         ti = context["ti"]
         name, version = registered["model_name"], str(registered["version"])
-        try:
-            promotion = promote(
+
+        def move_alias(serving: list[str]) -> Any:
+            return promote(
                 self.hook.client,
                 model_name=name,
                 version=version,
@@ -73,6 +86,21 @@ class PromoteModelOperator(MLflowStageOperator):
                 dag_run_id=ti.run_id,
                 mlflow_run_id=run_id,
                 evaluate_task_id=self.evaluate_task_id,
+                serving=serving,
+            )
+
+        try:
+            # refuse before any serving target is touched
+            require_passed(verdict, alias=self.alias, version=version, evaluate_task_id=self.evaluate_task_id)
+            followed = follow(
+                self.hook,
+                model_name=name,
+                version=version,
+                pipeline=self.pipeline,
+                targets=self.targets,
+                move_alias=move_alias,
+                log=self.log,
+                target_column=self.target_column,
             )
         except GateFailedError as exc:
             from mlflow.entities import RunTag
@@ -83,13 +111,19 @@ class PromoteModelOperator(MLflowStageOperator):
                 run_id, tags=[RunTag(VERDICT_TAG, "rejected"), RunTag(VERDICT_REASON_TAG, str(exc)[:4000])]
             )
             raise GateRejectedError(str(exc)) from None
+        promotion = followed.result
         self.persist_model_version_link(context, name=name, version=version)
         previous = f"v{promotion.previous_version}" if promotion.previous_version else "none (first champion)"
         self.log.info("%s@%s: %s -> v%s. Why: %s", name, self.alias, previous, version, promotion.reason)
+        for target, endpoint in followed.endpoints.items():
+            self.log.info("%s serves v%s at %s", target, version, endpoint)
         self.hook.end_pipeline_run(run_id, "FINISHED")
-        return {
+        result: dict[str, Any] = {
             "alias": self.alias,
             "version": version,
             "previous_version": promotion.previous_version,
             "model_name": name,
         }
+        if followed.endpoints:
+            result["serving"] = followed.endpoints
+        return result

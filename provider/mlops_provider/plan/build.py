@@ -122,12 +122,13 @@ def _register(spec: PipelineSpec, common: dict[str, Any]) -> TaskPlan:
 
 @stage("deploy")
 def _deploy(spec: PipelineSpec, common: dict[str, Any]) -> TaskPlan:
-    return TaskPlan(
-        "deploy",
-        f"{OPERATORS}.deploy.PromoteModelOperator",
-        {**common, "alias": spec.deploy.alias},
-        doc=f"Move `@{spec.deploy.alias}` to the new version (only when every gate passed).",
-    )
+    kwargs: dict[str, Any] = {**common, "alias": spec.deploy.alias}
+    doc = f"Move `@{spec.deploy.alias}` to the new version (only when every gate passed)."
+    if spec.deploy.targets:
+        kwargs["targets"] = [t.model_dump(mode="json", exclude_none=True) for t in spec.deploy.targets]
+        kwargs["target_column"] = spec.ingest.target
+        doc += f" Every serving target ({len(spec.deploy.targets)}) is health-checked first, then follows."
+    return TaskPlan("deploy", f"{OPERATORS}.deploy.PromoteModelOperator", kwargs, doc=doc)
 
 
 @stage("monitor")

@@ -152,6 +152,53 @@ def same_path_mounts(needed: Iterable[tuple[Path, bool]]) -> list[MountSpec]:
     return [MountSpec(str(path), str(path), read_only=not writable) for path, writable in chosen]
 
 
+def engine_client(docker_conn_id: str | None, docker_url: str) -> APIClient:
+    """The engine's API client from the Docker provider's hook (registry login: ``docker_conn_id``); an
+    unreachable engine raises :class:`ServiceUnavailableError` naming it."""
+    from airflow.providers.docker.hooks.docker import DockerHook
+    from docker.errors import APIError
+
+    hook = DockerHook(docker_conn_id=docker_conn_id, base_url=docker_url, version="auto")
+    try:
+        return hook.api_client
+    except APIError:  # the engine answered: a refused registry login, say
+        raise
+    # the hook's "Failed to establish connection to any given Docker hosts", requests' errors, ...
+    except Exception as exc:
+        raise ServiceUnavailableError(
+            f"Docker engine at {docker_url} is unreachable: {str(exc).splitlines()[0][:300]}"
+        ) from exc
+
+
+def ensure_image(cli: APIClient, image: str, log: Logger | logging.Logger) -> None:
+    """Pull ``image`` unless the engine has it; a failed pull raises :class:`StageError`."""
+    from docker.errors import APIError, ImageNotFound, NotFound
+
+    with contextlib.suppress(ImageNotFound, NotFound):
+        cli.inspect_image(image)
+        return
+    log.info("Pulling image %s", image)
+    try:
+        for event in cli.pull(image, stream=True, decode=True):
+            if isinstance(event, dict) and event.get("error"):
+                raise StageError(f"cannot pull image {image}: {event['error']}")
+    except APIError as exc:
+        raise StageError(f"cannot pull image {image}: {exc.explanation or exc}") from exc
+
+
+def remove_container(cli: APIClient, container_id: str, log: Logger | logging.Logger) -> None:
+    """Force-remove a container; one already gone (or being removed) is fine."""
+    from docker.errors import APIError, NotFound
+
+    try:
+        cli.remove_container(container_id, force=True)
+    except NotFound:
+        pass
+    except APIError as exc:
+        if "already in progress" not in str(exc):
+            log.warning("Could not remove container %s: %s", container_id[:12], exc)
+
+
 def _container_name(*parts: object) -> str:
     text = "-".join(str(p) for p in parts)
     return re.sub(r"[^a-zA-Z0-9_.-]+", "_", text).strip("_.-")[:110] + f"-{uuid.uuid4().hex[:6]}"
@@ -191,37 +238,11 @@ class DockerTrainRunner:
     def client(self) -> APIClient:
         """The engine's API client from the Docker provider's hook (registry login: ``docker_conn_id``)."""
         if self._cli is None:
-            from airflow.providers.docker.hooks.docker import DockerHook
-            from docker.errors import APIError
-
-            hook = DockerHook(
-                docker_conn_id=self.config.docker_conn_id, base_url=self.docker_url, version="auto"
-            )
-            try:
-                self._cli = hook.api_client
-            except APIError:  # the engine answered: a refused registry login, say
-                raise
-            # the hook's "Failed to establish connection to any given Docker hosts", requests' errors, ...
-            except Exception as exc:
-                raise ServiceUnavailableError(
-                    f"Docker engine at {self.docker_url} is unreachable: {str(exc).splitlines()[0][:300]}"
-                ) from exc
+            self._cli = engine_client(self.config.docker_conn_id, self.docker_url)
         return self._cli
 
     def _ensure_image(self, cli: APIClient) -> None:
-        from docker.errors import APIError, ImageNotFound, NotFound
-
-        image = self.config.image
-        with contextlib.suppress(ImageNotFound, NotFound):
-            cli.inspect_image(image)
-            return
-        self.log.info("Pulling image %s", image)
-        try:
-            for event in cli.pull(image, stream=True, decode=True):
-                if isinstance(event, dict) and event.get("error"):
-                    raise StageError(f"cannot pull image {image}: {event['error']}")
-        except APIError as exc:
-            raise StageError(f"cannot pull image {image}: {exc.explanation or exc}") from exc
+        ensure_image(cli, self.config.image, self.log)
 
     def _remove_leftovers(self, cli: APIClient, labels: Mapping[str, str]) -> None:
         """Containers of this task instance from earlier tries (a worker that died cannot clean up)."""
@@ -461,15 +482,7 @@ class DockerTrainRunner:
     # ---- cleanup -----------------------------------------------------------------------------------------
 
     def _remove(self, cli: APIClient, container_id: str) -> None:
-        from docker.errors import APIError, NotFound
-
-        try:
-            cli.remove_container(container_id, force=True)
-        except NotFound:
-            pass
-        except APIError as exc:
-            if "already in progress" not in str(exc):
-                self.log.warning("Could not remove container %s: %s", container_id[:12], exc)
+        remove_container(cli, container_id, self.log)
 
     def kill(self) -> None:
         """Stop the container and remove it (unless ``auto_remove`` is false); safe to call twice."""

@@ -87,11 +87,13 @@ def rollout(
     *,
     move_alias: Callable[[], Any],
     log: logging.Logger | Any,
+    committed: list[Staged] | None = None,
 ) -> Any:
     """Prepare and check every target, then ``move_alias()``, then commit every target.
 
-    Returns what ``move_alias`` returned. Any failure before the alias moves aborts every staged
-    candidate and re-raises: the alias and the live serving stay as they were.
+    Returns what ``move_alias`` returned; ``committed``, if given, receives each committed
+    :class:`Staged` (its ``endpoint`` is the live address). Any failure before the alias moves aborts
+    every staged candidate and re-raises: the alias and the live serving stay as they were.
     """
     staged: list[tuple[ServingTarget, Staged]] = []
     try:
@@ -111,5 +113,7 @@ def rollout(
         raise
     for target, item in staged:
         target.commit(item)
+        if committed is not None:
+            committed.append(item)
         log.info("%s: now serving v%s at %s", target.name, item.version, item.endpoint)
     return result

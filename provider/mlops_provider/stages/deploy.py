@@ -8,12 +8,18 @@ moves the alias back to the recorded previous holder (or to a chosen version) an
 
 Every move is also kept, in order, as one tag per move on the registered model
 (``mlops.<alias>.move.000001``, ``...000002``, ...; a JSON :class:`Promotion`): :func:`history` reads them.
+
+With serving targets (``deploy.targets``), a promotion and a rollback both go through
+:func:`mlops_provider.stages.serve.follow`: the version is staged and health-checked on every target
+before the alias moves, and the targets switch to it after; the record names the targets that followed
+(``serving``). A failed check leaves the alias, the record and the live serving as they were.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import json
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -21,7 +27,11 @@ from mlops_provider.exceptions import GateFailedError
 from mlops_provider.stages.evaluate import current_champion
 
 if TYPE_CHECKING:
+    import logging
+
     from mlflow import MlflowClient
+
+    from mlops_provider.hooks.mlflow import MLflowHook
 
 PROMOTION_ARTIFACT = "deploy/promotion.json"
 NO_PREVIOUS = "none"
@@ -59,6 +69,8 @@ class Promotion:
     mlflow_run_id: str | None
     reason: str
     promoted_at: str = field(default_factory=_utc_now)
+    #: the serving targets that switched to this version with the alias (``docker:<name>``, ...)
+    serving: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -91,8 +103,12 @@ def promote(
     dag_run_id: str | None = None,
     mlflow_run_id: str | None = None,
     evaluate_task_id: str = "evaluate",
+    serving: Sequence[str] = (),
 ) -> Promotion:
-    """Move ``@alias`` to ``version`` after checking the verdict; record the previous holder."""
+    """Move ``@alias`` to ``version`` after checking the verdict; record the previous holder.
+
+    ``serving`` names the targets checked for this move (:func:`mlops_provider.stages.serve.follow`).
+    """
     version = str(version)
     why = require_passed(verdict, alias=alias, version=version, evaluate_task_id=evaluate_task_id)
     target = client.get_model_version(model_name, version)
@@ -114,6 +130,7 @@ def promote(
         dag_run_id=dag_run_id,
         mlflow_run_id=mlflow_run_id,
         reason=why,
+        serving=list(serving),
     )
     record(client, promotion)
     return promotion
@@ -206,12 +223,20 @@ def rollback(
     reason: str | None = None,
     performed_by: str = "rollback",
     force: bool = False,
+    hook: MLflowHook | None = None,
+    targets: Sequence[Mapping[str, Any]] = (),
+    pipeline: str | None = None,
+    target_column: str | None = None,
+    log: logging.Logger | Any = None,
 ) -> tuple[str, str]:
     """Move ``@alias`` back to the version it held before the current one, or to version ``to``.
 
     Refuses a version whose evaluation rejected it unless ``force``. The move is recorded in the audit
     trail like a promotion (who = ``performed_by``, why = ``reason``). Returns ``(from, to)``; ``from`` is
     ``"none"`` when no version held the alias.
+
+    With serving ``targets`` (and the ``hook`` of ``client``), the version is re-staged and health-checked
+    on every target first; the alias moves only if all pass, and then the targets switch back too.
     """
     holder = current_champion(client, model_name, alias)
     if to is None:
@@ -228,20 +253,36 @@ def rollback(
         if holder is not None and str(holder.version) == target:
             raise GateFailedError(f"{model_name}@{alias} is already v{target}: nothing to roll back")
     _check_target(client, model_name, target, alias=alias, force=force)
-    client.set_registered_model_alias(model_name, alias, target)
     source = str(holder.version) if holder is not None else None
-    record(
-        client,
-        Promotion(
-            model_name=model_name,
-            alias=alias,
-            version=target,
-            previous_version=source,
-            promoted_by=performed_by,
-            dag_id=None,
-            dag_run_id=None,
-            mlflow_run_id=None,
-            reason=reason or (f"rolled back from v{source}" if source else "rolled back"),
-        ),
-    )
+
+    def move(serving: list[str]) -> None:
+        client.set_registered_model_alias(model_name, alias, target)
+        record(
+            client,
+            Promotion(
+                model_name=model_name,
+                alias=alias,
+                version=target,
+                previous_version=source,
+                promoted_by=performed_by,
+                dag_id=None,
+                dag_run_id=None,
+                mlflow_run_id=None,
+                reason=reason or (f"rolled back from v{source}" if source else "rolled back"),
+                serving=serving,
+            ),
+        )
+
+    if targets:
+        import logging
+
+        from mlops_provider.stages.serve import follow
+
+        if hook is None or pipeline is None:
+            raise ValueError("rolling back serving targets needs the MLflow hook and the pipeline name")
+        follow(hook, model_name=model_name, version=target, pipeline=pipeline, targets=targets,
+               move_alias=move, log=log or logging.getLogger(__name__),
+               target_column=target_column)  # fmt: skip
+    else:
+        move([])
     return source or NO_PREVIOUS, target

@@ -1,0 +1,286 @@
+"""Docker serving target: MLflow's model server in a container, health-checked before the alias moves.
+
+Real dockerd (``docker_engine``: a local image with python3; the host's Python and venv bind-mounted
+read-only, so ``mlflow models serve`` runs inside without pulling or installing anything), real MLflow
+(the embedded store of a throw-away project), real Airflow (``dag.test()``) and the real ``mlops`` CLI.
+Each test removes the containers of its target at the end.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.integration._e2e_helpers import (
+    alias_holder,
+    edit_spec,
+    embedded_client,
+    fluent_uris,
+    make_project,
+    training_dag,
+    unique,
+)
+
+pytestmark = pytest.mark.integration
+
+LABEL_TARGET = "mlops.target"
+
+
+def _port_pair() -> int:
+    """A port whose successor is free too (the two blue/green slots)."""
+    from tests.services import free_port
+
+    for _ in range(50):
+        port = free_port()
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port + 1))
+            except OSError:
+                continue
+        return port
+    raise RuntimeError("no two consecutive free ports")
+
+
+@pytest.fixture
+def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, docker_engine: Any) -> Path:
+    root = make_project(tmp_path, monkeypatch, "wine_classifier.yaml")
+    # the engine mounts the host's Python and venv: let a spec name them (the mount policy of the runner)
+    monkeypatch.setenv(
+        "AIRFLOW__MLOPS__DOCKER_ALLOWED_MOUNTS", ",".join(m["Source"] for m in docker_engine.mounts)
+    )
+    return root
+
+
+@pytest.fixture
+def target(docker_engine: Any) -> Iterator[dict[str, Any]]:
+    """A docker target running this venv's mlflow inside the test image, on the host network."""
+    name = unique("serving").replace("_", "-")
+    yield {
+        "type": "docker",
+        "name": name,
+        "image": docker_engine.image,
+        "python": docker_engine.python,
+        "port": _port_pair(),
+        "docker_url": docker_engine.docker_url,
+        "network_mode": "host",
+        "mem_limit": "1g",
+        "cpus": 1.0,
+        "environment": docker_engine.environment,
+        "mounts": [f"{m['Source']}:{m['Target']}:ro" for m in docker_engine.mounts],
+        "health": {"rows": 10, "timeout": "120s"},
+    }
+    cli = docker_engine.client().api
+    for container in cli.containers(all=True, filters={"label": f"{LABEL_TARGET}={name}"}):
+        cli.remove_container(container["Id"], force=True)
+
+
+def _containers(docker_engine: Any, name: str) -> list[dict[str, Any]]:
+    cli = docker_engine.client().api
+    found = cli.containers(all=True, filters={"label": f"{LABEL_TARGET}={name}"})
+    return sorted(
+        (
+            {
+                "id": c["Id"],
+                "name": c["Names"][0].lstrip("/"),
+                "version": c["Labels"]["mlops.model_version"],
+                "state": c["State"],
+            }
+            for c in found
+        ),
+        key=lambda c: c["name"],
+    )
+
+
+def _predict(url: str, rows: list[dict[str, Any]]) -> list[Any]:
+    import pandas as pd
+    import requests
+
+    frame = pd.DataFrame(rows)
+    payload = {"dataframe_split": json.loads(frame.to_json(orient="split", index=False))}
+    response = requests.post(f"{url}/invocations", json=payload, timeout=30)
+    response.raise_for_status()
+    return list(response.json()["predictions"])
+
+
+def _deploy_dag(dag_id: str, experiment: str, model: str, target: dict[str, Any]) -> Any:
+    dag = training_dag(dag_id, experiment=experiment, model=model)
+    deploy = dag.get_task("deploy")
+    deploy.targets = [target]
+    deploy.target_column = "target"
+    deploy.retries = 0
+    return dag
+
+
+def _events(docker_engine: Any, name: str, since: dt.datetime) -> list[tuple[int, str, str]]:
+    """(time in ns, action, container name) of the target's containers since ``since``."""
+    cli = docker_engine.client().api
+    events = cli.events(
+        since=since, until=dt.datetime.now(dt.timezone.utc), decode=True,
+        filters={"type": "container", "label": f"{LABEL_TARGET}={name}"},
+    )  # fmt: skip
+    return [(int(e["timeNano"]), e["Action"], e["Actor"]["Attributes"]["name"]) for e in events]
+
+
+def test_deploy_health_checks_then_swaps_and_a_failed_check_changes_nothing(
+    airflow_home: Any, docker_engine: Any, project: Path, target: dict[str, Any]
+) -> None:
+    from mlops_provider.run import run_dag
+
+    name, port = target["name"], target["port"]
+    model, experiment, dag_id = unique("bc"), unique("exp"), unique("serve")
+    client = embedded_client(project)
+    rows = [{c: 1.0 for c in _feature_names()}]
+
+    first = run_dag(_deploy_dag(dag_id, experiment, model, target))
+    assert first.ok, first.failure
+    assert first.xcom["deploy"]["serving"] == {f"docker:{name}": f"http://127.0.0.1:{port}"}
+    assert alias_holder(client, model, "champion") == "1"
+    live = _containers(docker_engine, name)
+    assert [(c["name"], c["version"], c["state"]) for c in live] == [(f"{name}-v1", "1", "running")]
+    tags = client.get_registered_model(model).tags
+    assert tags[f"mlops.serving.docker:{name}.url"] == f"http://127.0.0.1:{port}"
+    assert tags[f"mlops.serving.docker:{name}.version"] == "1"
+    with fluent_uris(client.tracking_uri):
+        import mlflow.pyfunc
+
+        own = mlflow.pyfunc.load_model(f"models:/{model}/1").predict(_frame(rows)).tolist()
+    assert _predict(f"http://127.0.0.1:{port}", rows) == own
+
+    started = dt.datetime.now(dt.timezone.utc) - dt.timedelta(seconds=1)
+    second = run_dag(_deploy_dag(dag_id, experiment, model, target))
+    assert second.ok, second.failure
+    # the other slot: the old container kept serving on its port until the new one was healthy
+    assert second.xcom["deploy"]["serving"] == {f"docker:{name}": f"http://127.0.0.1:{port + 1}"}
+    assert alias_holder(client, model, "champion") == "2"
+    assert [(c["name"], c["version"]) for c in _containers(docker_engine, name)] == [(f"{name}-v2", "2")]
+    events = _events(docker_engine, name, started)
+    v2_started = min(t for t, action, who in events if action == "start" and who == f"{name}-v2-candidate")
+    v1_stopped = min(t for t, action, who in events if action in ("kill", "die") and who == f"{name}-v1")
+    answered = _answered_at(docker_engine, _containers(docker_engine, name)[0]["id"])
+    assert v2_started < answered < v1_stopped, (events, answered)
+    assert _predict(f"http://127.0.0.1:{port + 1}", rows) == own
+    moves = json.loads(client.get_registered_model(model).tags["mlops.champion.move.000002"])
+    assert moves["serving"] == [f"docker:{name}"]
+
+    # a target that cannot serve (the image's own python3 has no mlflow): the alias and v2 stay
+    broken = {**target, "python": "/usr/bin/python3", "environment": {}}
+    third = run_dag(_deploy_dag(dag_id, experiment, model, broken))
+    assert third.state == "failed"
+    error = third.task("deploy").error
+    assert f"docker:{name}: v3 at http://127.0.0.1:{port}" in error
+    assert "exited with code 1 before it was healthy" in error and "No module named mlflow" in error
+    assert alias_holder(client, model, "champion") == "2"
+    after = _containers(docker_engine, name)
+    assert [(c["name"], c["version"], c["state"]) for c in after] == [(f"{name}-v2", "2", "running")]
+    assert _predict(f"http://127.0.0.1:{port + 1}", rows) == own
+    assert client.get_registered_model(model).tags[f"mlops.serving.docker:{name}.version"] == "2"
+    assert "mlops.champion.move.000003" not in client.get_registered_model(model).tags
+
+
+def _feature_names() -> list[str]:
+    from sklearn.datasets import load_breast_cancer
+
+    return [str(c) for c in load_breast_cancer(as_frame=True).feature_names]
+
+
+def _frame(rows: list[dict[str, Any]]) -> Any:
+    import pandas as pd
+
+    return pd.DataFrame(rows)
+
+
+def _answered_at(docker_engine: Any, container_id: str) -> int:
+    """When the container first answered ``/invocations`` (ns, from its access log's timestamps)."""
+    logs = docker_engine.client().api.logs(container_id, timestamps=True).decode()
+    for line in logs.splitlines():
+        if "POST /invocations" in line:
+            stamp = line.split(" ", 1)[0]  # RFC 3339 with nanoseconds
+            seconds, _, fraction = stamp.rstrip("Z").partition(".")
+            base = dt.datetime.fromisoformat(seconds).replace(tzinfo=dt.timezone.utc)
+            return int(base.timestamp()) * 10**9 + int(fraction.ljust(9, "0")[:9])
+    raise AssertionError(f"no /invocations request in the container's log:\n{logs[-2000:]}")
+
+
+def _constant_versions(root: Path, model: str, constants: list[int]) -> Any:
+    """Registered versions of constant classifiers (v1 answers constants[0], ...), with a signature."""
+    import pandas as pd
+    from sklearn.dummy import DummyClassifier
+
+    from mlops_provider.stages.train import log_model
+
+    client = embedded_client(root)
+    (root / ".mlops").mkdir(exist_ok=True)
+    artifacts = (root / ".mlops" / "artifacts").as_uri()
+    run_id = client.create_run(
+        client.create_experiment(unique("exp"), artifact_location=artifacts)
+    ).info.run_id
+    client.create_registered_model(model)
+    x = pd.DataFrame({"x": [0.0, 1.0, 2.0]})
+    with fluent_uris(client.tracking_uri):
+        for constant in constants:
+            estimator = DummyClassifier(strategy="constant", constant=constant).fit(x, [0, 1, 2])
+            info = log_model(estimator, x, mlflow_run_id=run_id)
+            client.create_model_version(model, source=info.model_uri, run_id=run_id, model_id=info.model_id)
+    client.set_terminated(run_id)
+    return client
+
+
+def test_rollback_puts_the_previous_version_back_under_the_alias_and_in_the_container(
+    airflow_home: Any, docker_engine: Any, project: Path, target: dict[str, Any]
+) -> None:
+    import logging
+
+    from typer.testing import CliRunner
+
+    from mlops_provider import cli
+    from mlops_provider.hooks.mlflow import MLflowHook
+    from mlops_provider.stages.deploy import promote
+    from mlops_provider.stages.serve import follow
+
+    model, name, port = "wine_cultivar", target["name"], target["port"]
+    (project / "include" / "sample.csv").write_text("x\n0.5\n1.5\n")
+    spec = project / "dags" / "pipelines" / "wine_classifier.yaml"
+    serving = {**target, "health": {**target["health"], "sample": "include/sample.csv"}}
+    edit_spec(spec, deploy={"alias": "champion", "targets": [serving]})
+    client = _constant_versions(project, model, [0, 1])
+    hook = MLflowHook()
+    passed = {"passed": True, "reason": "every gate passed (test)"}
+    for version in ("1", "2"):
+        follow(
+            hook, model_name=model, version=version, pipeline="wine_classifier", targets=[serving],
+            move_alias=lambda names, v=version: promote(
+                client, model_name=model, version=v, alias="champion", verdict=passed,
+                promoted_by="test", dag_id="wine_classifier", dag_run_id=f"manual__{v}", serving=names,
+            ),
+            log=logging.getLogger("test"),
+        )  # fmt: skip
+    assert alias_holder(client, model, "champion") == "2"
+    assert [(c["name"], c["state"]) for c in _containers(docker_engine, name)] == [(f"{name}-v2", "running")]
+    assert _predict(f"http://127.0.0.1:{port + 1}", [{"x": 0.5}]) == [1]
+
+    rolled = CliRunner().invoke(cli.app, ["rollback", str(spec), "--reason", "v2 misbehaves"])
+    assert rolled.exit_code == 0, rolled.output
+    assert rolled.stdout.splitlines() == [
+        f"{model}@champion: v2 -> v1",
+        f"docker:{name}: serving v1 at http://127.0.0.1:{port}",
+    ]
+    assert alias_holder(client, model, "champion") == "1"
+    live = _containers(docker_engine, name)
+    assert [(c["name"], c["version"], c["state"]) for c in live] == [(f"{name}-v1", "1", "running")]
+    assert _predict(f"http://127.0.0.1:{port}", [{"x": 0.5}, {"x": 9.0}]) == [0, 0]
+
+    shown = CliRunner().invoke(cli.app, ["history", str(spec), "--format", "json"])
+    assert shown.exit_code == 0, shown.output
+    moves = json.loads(shown.stdout)["moves"]
+    assert [(m["from"], m["to"], m["serving"]) for m in moves] == [
+        (None, "1", [f"docker:{name}"]),
+        ("1", "2", [f"docker:{name}"]),
+        ("2", "1", [f"docker:{name}"]),
+    ]
+    assert moves[2]["why"] == "v2 misbehaves" and moves[2]["who"].startswith("mlops rollback (")
