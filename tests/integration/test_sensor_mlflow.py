@@ -331,3 +331,47 @@ def test_sensor_times_out_with_a_clear_message_and_no_retry(
     (error,) = errors
     assert type(error).__name__ == "AirflowSensorTimeout"
     assert f"version 2 of model {name!r} with status READY and tags approved=yes" in str(error)
+
+
+def test_follow_champion_example_dag_records_a_manual_promotion(airflow_home, project: Path) -> None:
+    """``dags/examples/follow_champion.py`` as shipped (only its poll interval shortened for the test)."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[2] / "dags" / "examples" / "follow_champion.py"
+    spec = importlib.util.spec_from_file_location(unique("follow_champion_example"), path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    dag = module.dag
+    dag.get_task("wait_for_new_champion").poke_interval = 0.5
+
+    client = embedded_client(project)
+    name = register_versions(client, 2, project)
+    run_conf = {"model_name": name, "alias": "champion"}
+
+    def promote() -> None:
+        time.sleep(1)
+        client.set_registered_model_alias(name, "champion", "2")
+
+    with once_deferred(dag.dag_id, "wait_for_new_champion", promote) as deferred:
+        run = airflow_home.dag_test(dag, run_conf=run_conf)
+
+    assert deferred.is_set()
+    assert states(run) == {"wait_for_new_champion": "success", "record_new_champion": "success"}
+    recorded = xcom(run, "record_new_champion")
+    assert recorded.startswith(f"{name} @champion: version 1 -> 2 (run ")
+
+
+def test_sensor_refuses_what_it_could_not_do_before_any_run() -> None:
+    from mlops_provider.sensors.mlflow import MLflowModelVersionSensor
+
+    with pytest.raises(ValueError, match=r"give alias .* or version"):
+        MLflowModelVersionSensor(task_id="a", model_name="churn")
+    with pytest.raises(ValueError, match="status must be one of READY"):
+        MLflowModelVersionSensor(task_id="b", model_name="churn", version="1", status="Production")
+    with pytest.raises(ValueError, match="reschedule mode cannot remember"):
+        MLflowModelVersionSensor(task_id="c", model_name="churn", alias="champion", mode="reschedule")
+    pinned = MLflowModelVersionSensor(
+        task_id="d", model_name="churn", alias="champion", not_version="{{ params.v }}", mode="reschedule"
+    )
+    assert pinned.mode == "reschedule"

@@ -68,7 +68,8 @@ def test_repo_dags_folder_loads_cleanly(monkeypatch: pytest.MonkeyPatch) -> None
     bag = _bag(REPO / "dags")
 
     assert bag.import_errors == {}
-    assert set(bag.dag_ids) == {"breast_cancer", "breast_cancer_monitor"}
+    assert set(bag.dag_ids) == {"breast_cancer", "breast_cancer_monitor", "follow_champion"}
+    assert type(bag.dags["follow_champion"].timetable).__name__ == "NullTimetable"  # example: on demand only
     training, monitor = bag.dags["breast_cancer"], bag.dags["breast_cancer_monitor"]
     assert {"mlops", "demo", "mlops:training"} <= set(training.tags)
     assert {"mlops", "demo", "mlops:monitor"} <= set(monitor.tags)
