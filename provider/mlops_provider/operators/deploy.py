@@ -41,6 +41,9 @@ class PromoteModelOperator(MLflowStageOperator):
         target's live address.
     :param target_column: the label column, left out of the health-check rows of a model without a
         signature.
+    :param approval_task_id: a :class:`~mlops_provider.operators.approval.PromotionApprovalOperator`
+        (human-in-the-loop) task; when set, refuses unless its XCom shows an approval, and the audit
+        record names the approver (and their reason) instead of the DAG run's trigger.
     """
 
     template_fields: Sequence[str] = ("alias",)
@@ -53,6 +56,7 @@ class PromoteModelOperator(MLflowStageOperator):
         alias: str = "champion",
         register_task_id: str = "register",
         evaluate_task_id: str = "evaluate",
+        approval_task_id: str | None = None,
         targets: Sequence[Mapping[str, Any]] | None = None,
         target_column: str | None = None,
         **kwargs: Any,
@@ -60,6 +64,7 @@ class PromoteModelOperator(MLflowStageOperator):
         super().__init__(**kwargs)
         self.targets = [dict(t) for t in targets or ()]
         self.target_column = target_column
+        self.approval_task_id = approval_task_id
         self.alias = alias
         self.register_task_id = register_task_id
         self.evaluate_task_id = evaluate_task_id
@@ -73,6 +78,20 @@ class PromoteModelOperator(MLflowStageOperator):
         run_id = self.pipeline_run_id(context)
         ti = context["ti"]
         name, version = registered["model_name"], str(registered["version"])
+        promoted_by = _triggered_by(context)
+        if self.approval_task_id:
+            from mlops_provider.operators.approval import require_approval
+
+            approval = require_approval(
+                ti.xcom_pull(task_ids=self.approval_task_id),
+                approval_task_id=self.approval_task_id,
+                alias=self.alias,
+                version=version,
+            )
+            promoted_by = approval.by
+            if isinstance(verdict, dict) and verdict.get("passed") is True:
+                why = verdict.get("reason") or "every gate passed"
+                verdict = {**verdict, "reason": f"{why}; {approval.describe()}"}
 
         def move_alias(serving: list[str]) -> Any:
             return promote(
@@ -81,7 +100,7 @@ class PromoteModelOperator(MLflowStageOperator):
                 version=version,
                 alias=self.alias,
                 verdict=verdict,
-                promoted_by=_triggered_by(context),
+                promoted_by=promoted_by,
                 dag_id=ti.dag_id,
                 dag_run_id=ti.run_id,
                 mlflow_run_id=run_id,

@@ -120,6 +120,29 @@ def _register(spec: PipelineSpec, common: dict[str, Any]) -> TaskPlan:
     )
 
 
+@stage("approve")
+def _approve(spec: PipelineSpec, common: dict[str, Any]) -> TaskPlan:
+    approval = spec.deploy.approval
+    assert approval is not None
+    who = f"one of {', '.join(approval.assignees)}" if approval.assignees else "a person"
+    return TaskPlan(
+        "approve",
+        f"{OPERATORS}.approval.PromotionApprovalOperator",
+        {
+            **common,
+            "alias": spec.deploy.alias,
+            "response_timeout": _seconds(approval.timeout),
+            "assignees": approval.assignees,
+        },
+        doc=f"Wait for {who} to approve moving `@{spec.deploy.alias}` (the evaluation verdict is shown); "
+        f"no answer within {approval.timeout} rejects.",
+    )
+
+
+def needs_approval(spec: PipelineSpec) -> bool:
+    return spec.deploy.approval is not None and spec.deploy.approval.required
+
+
 @stage("deploy")
 def _deploy(spec: PipelineSpec, common: dict[str, Any]) -> TaskPlan:
     kwargs: dict[str, Any] = {**common, "alias": spec.deploy.alias}
@@ -244,7 +267,16 @@ def build_plan(spec: PipelineSpec, *, source: str, text: str, spec_sha256: str) 
     tasks = []
     previous: str | None = None
     for name in TRAINING_STAGES:
+        if name == "deploy" and needs_approval(spec):  # register → approve → deploy
+            approve = STAGES["approve"](spec, common)
+            tasks.append(
+                TaskPlan(approve.task_id, approve.operator, approve.kwargs, (previous or "",), approve.doc)
+            )
+            previous = approve.task_id
         plan = STAGES[name](spec, common)
+        if name == "deploy" and needs_approval(spec):
+            plan = TaskPlan(plan.task_id, plan.operator, {**plan.kwargs, "approval_task_id": "approve"},
+                            plan.upstream, plan.doc)
         tasks.append(
             TaskPlan(plan.task_id, plan.operator, plan.kwargs, (previous,) if previous else (), plan.doc)
         )
