@@ -177,13 +177,6 @@ def read_yaml(text: str, file: str) -> Located:
     return doc
 
 
-def _plain_key(node: yaml.ScalarNode) -> Any:
-    try:
-        return _scalar(node)
-    except ValueError:  # an impossible date as a key: keep its text, the schema rejects the key anyway
-        return node.value
-
-
 def _to_python(node: yaml.Node, path: KeyPath, doc: Located, budget: list[int]) -> Any:
     budget[0] -= 1
     if budget[0] < 0:
@@ -228,9 +221,8 @@ def _to_python(node: yaml.Node, path: KeyPath, doc: Located, budget: list[int]) 
                 doc.issues.append(SpecIssue(doc.file, line, col, "mapping keys must be plain strings", path,
                                             code="bad-key"))
                 continue
-            key = key_node.value if key_node.tag == _STR else _plain_key(key_node)
-            if not isinstance(key, str):
-                key = str(key)
+            # a key is its text: YAML 1.1 reads `on:` (monitor.alerts[].on), `yes:`, `off:` as booleans
+            key = key_node.value
         child = (*path, key)
         if key in out:
             line, col = _pos(key_node)
