@@ -221,7 +221,9 @@ class Models:
 @pytest.fixture(scope="module")
 def models(tmp_path_factory: pytest.TempPathFactory) -> Models:
     """Two versions of a registered sklearn model in a local MLflow store, downloaded like a deploy does."""
+    import cloudpickle
     import mlflow
+    import sklearn
     from sklearn.datasets import load_breast_cancer
     from sklearn.linear_model import LogisticRegression
 
@@ -230,6 +232,7 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> Models:
     features = data.data.iloc[:, :6]
     name = f"sagemaker_test_{uuid.uuid4().hex[:6]}"
     dirs, estimators = {}, {}
+    requirements = [f"scikit-learn=={sklearn.__version__}", f"cloudpickle=={cloudpickle.__version__}"]
     with fluent_uris(f"sqlite:///{root}/mlflow.db"):
         experiment = mlflow.create_experiment(f"exp_{name}", artifact_location=(root / "artifacts").as_uri())
         for version, c in (("1", 1.0), ("2", 0.05)):
@@ -241,6 +244,7 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> Models:
                     serialization_format="cloudpickle",
                     registered_model_name=name,
                     input_example=features.head(2),
+                    pip_requirements=requirements,  # inferring them loads the model in a subprocess (~30 s)
                 )
             dirs[version] = mlflow.artifacts.download_artifacts(
                 artifact_uri=f"models:/{name}/{version}", dst_path=str(root / f"v{version}")
