@@ -186,6 +186,27 @@ def _monitor(spec: PipelineSpec, common: dict[str, Any]) -> TaskPlan:
     )
 
 
+def _alerts(spec: PipelineSpec, event: str) -> list[dict[str, Any]]:
+    alerts = spec.monitor.alerts if spec.monitor is not None else []
+    return [
+        {"to": list(a.to), "conn_id": a.conn_id, "from_email": a.from_email} for a in alerts if event in a.on
+    ]
+
+
+@stage("notify_drift")
+def _notify_drift(spec: PipelineSpec, common: dict[str, Any]) -> TaskPlan:
+    alerts = _alerts(spec, "drift")
+    recipients = ", ".join(to for alert in alerts for to in alert["to"])
+    return TaskPlan(
+        "notify_drift",
+        "mlops_provider.notify.DriftAlertOperator",
+        {"alerts": alerts, "pipeline": spec.name, "drift_task_id": "detect_drift"},
+        upstream=("detect_drift",),
+        doc=f"On dataset drift, e-mail {recipients} (drift share, drifted columns, report); "
+        "skipped otherwise.",
+    )
+
+
 @stage("request_retrain")
 def _request_retrain(spec: PipelineSpec, common: dict[str, Any]) -> TaskPlan:
     return TaskPlan(
@@ -302,6 +323,8 @@ def build_plan(spec: PipelineSpec, *, source: str, text: str, spec_sha256: str) 
         monitor_tasks = [STAGES["monitor"](spec, common)]
         if retrain:
             monitor_tasks.append(STAGES["request_retrain"](spec, common))
+        if _alerts(spec, "drift"):
+            monitor_tasks.append(STAGES["notify_drift"](spec, common))
         dags.append(
             DagPlan(
                 dag_id=f"{spec.name}_monitor",
@@ -316,6 +339,7 @@ def build_plan(spec: PipelineSpec, *, source: str, text: str, spec_sha256: str) 
                 doc_md=_doc(spec, source, text, "monitor"),
                 tasks=tuple(monitor_tasks),
                 outlets={"request_retrain": (retrain_asset_uri(spec.name),)} if retrain else {},
+                failure_alerts=tuple({**a, "pipeline": spec.name} for a in _alerts(spec, "failure")),
             )
         )
     if spec.deploy.batch is not None:

@@ -38,6 +38,10 @@ class DagPlan:
     #: asset URIs this DAG's tasks may emit, by task id
     outlets: dict[str, tuple[str, ...]] = field(default_factory=dict)
     max_active_runs: int = 1
+    #: e-mail alerts on a failed task (``monitor.alerts`` with ``failure``): plain dicts with ``to``,
+    #: ``conn_id``, ``from_email``, ``pipeline``; the renderer makes them Airflow notifiers
+    #: (``on_failure_callback`` of every task)
+    failure_alerts: tuple[dict[str, Any], ...] = ()
 
 
 @dataclass(frozen=True)
