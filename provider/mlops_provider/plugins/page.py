@@ -12,6 +12,7 @@ route's annotations are resolved by FastAPI from this module's globals, hence th
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
 from html import escape
 from typing import TYPE_CHECKING
 from urllib.parse import quote
@@ -22,7 +23,7 @@ from fastapi.exception_handlers import http_exception_handler
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from mlops_provider.plugins import URL_PREFIX
-from mlops_provider.plugins.status import Link, PipelineRow, collect, readable
+from mlops_provider.plugins.status import Link, PipelineRow, collect
 
 if TYPE_CHECKING:
     from airflow.api_fastapi.auth.managers.models.base_user import BaseUser
@@ -45,16 +46,19 @@ def create_app() -> FastAPI:
         from airflow.utils.session import create_session
 
         with create_session() as session:
-            rows = collect(readable_dag_ids=readable(_authorized_dag_ids(user)), session=session)
+            rows = collect(readable_dag_ids=_can_read(user), session=session)
         return HTMLResponse(render(rows, airflow_url=airflow_base(request), user=user.get_name()))
 
     return app
 
 
-def _authorized_dag_ids(user: BaseUser) -> set[str]:
+def _can_read(user: BaseUser) -> Callable[[str], bool]:
+    """Asked per DAG id: a spec whose DAG the dag processor has not stored yet still gets its row."""
     from airflow.api_fastapi.app import get_auth_manager
+    from airflow.api_fastapi.auth.managers.models.resource_details import DagDetails
 
-    return get_auth_manager().get_authorized_dag_ids(user=user, method="GET")
+    manager = get_auth_manager()
+    return lambda dag_id: manager.is_authorized_dag(method="GET", details=DagDetails(id=dag_id), user=user)
 
 
 def airflow_base(request: Request) -> str:

@@ -8,7 +8,7 @@ one health check each) and Airflow's metadata DB. MLflow being down is a value o
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -236,11 +236,3 @@ def last_run(session: Session, dag_id: str) -> LastRun | None:
         return None
     state = getattr(run.state, "value", run.state)
     return LastRun(dag_id, run.run_id, None if state is None else str(state), run.start_date)
-
-
-def readable(dag_ids: Iterable[str] | None) -> Callable[[str], bool]:
-    """``None`` (no restriction) or the set of DAG ids the user may read."""
-    if dag_ids is None:
-        return lambda _dag_id: True
-    allowed = set(dag_ids)
-    return allowed.__contains__
