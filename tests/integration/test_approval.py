@@ -244,3 +244,30 @@ def test_no_answer_before_the_timeout_rejects(
     (run,) = pipeline_runs(client, name)
     assert run.data.tags["mlops.approval"] == "rejected" and run.data.tags["mlops.approval_by"] == "timeout"
     assert run.data.tags["mlops.approval_reason"] == "no decision before the approval timeout"
+
+
+def test_deploy_refuses_without_an_approval_in_a_hand_written_dag(
+    airflow_home, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """Belt and braces: a hand-written DAG whose "approve" task is not a real approval cannot promote."""
+    from airflow.providers.standard.operators.empty import EmptyOperator
+
+    from tests.integration import _e2e_helpers as e2e
+
+    project = e2e.make_project(tmp_path, monkeypatch)
+    name = unique("unapproved")
+
+    def no_real_approval(dag: Any, tasks: dict[str, Any]) -> None:
+        approve = EmptyOperator(task_id="approve", dag=dag)
+        tasks["register"] >> approve >> tasks["deploy"]
+        tasks["deploy"].approval_task_id = "approve"
+
+    dag = e2e.training_dag(name, experiment=name, model=f"{name}_model", retries=0, extra=no_real_approval)
+    dag_run = airflow_home.dag_test(dag)
+    assert states(dag_run)["approve"] == "success" and states(dag_run)["deploy"] == "failed", states(dag_run)
+    assert "no approval from task 'approve' in this DAG run" in capfd.readouterr().out  # the task log
+    client = embedded_client(project)
+    assert alias_holder(client, f"{name}_model", "champion") is None
+    (run,) = pipeline_runs(client, name)
+    assert run.info.status == "FAILED"
+    assert "mlops.verdict" not in run.data.tags or run.data.tags["mlops.verdict"] == "passed"
