@@ -124,7 +124,8 @@ def _register(spec: PipelineSpec, common: dict[str, Any]) -> TaskPlan:
 def _approve(spec: PipelineSpec, common: dict[str, Any]) -> TaskPlan:
     approval = spec.deploy.approval
     assert approval is not None
-    who = f"one of {', '.join(approval.assignees)}" if approval.assignees else "a person"
+    who = " or ".join(approval.assignees) or "a person"
+    timeout = approval.model_dump(mode="json")["timeout"]  # as the spec writes it: 4h, 1d
     return TaskPlan(
         "approve",
         f"{OPERATORS}.approval.PromotionApprovalOperator",
@@ -135,7 +136,7 @@ def _approve(spec: PipelineSpec, common: dict[str, Any]) -> TaskPlan:
             "assignees": approval.assignees,
         },
         doc=f"Wait for {who} to approve moving `@{spec.deploy.alias}` (the evaluation verdict is shown); "
-        f"no answer within {approval.timeout} rejects.",
+        f"no answer within {timeout} rejects.",
     )
 
 
