@@ -52,12 +52,12 @@ TAG_RUN_TYPE = "mlops.run_type"
 RUN_TYPE_BATCH = "batch"
 ROW_NUMBER = "row_number"
 OUTPUT_COLUMNS = ("prediction", "probability", "model_name", "model_version", "scored_at")
-#: keys of the output parquet file's metadata
-META_MODEL_NAME = b"mlops.model_name"
-META_MODEL_VERSION = b"mlops.model_version"
-META_MODEL_URI = b"mlops.model_uri"
-META_SCORED_AT = b"mlops.scored_at"
-META_INPUT = b"mlops.input"
+#: keys of the output parquet file's key-value metadata
+META_MODEL_NAME = "mlops.model_name"
+META_MODEL_VERSION = "mlops.model_version"
+META_MODEL_URI = "mlops.model_uri"
+META_SCORED_AT = "mlops.scored_at"
+META_INPUT = "mlops.input"
 #: classifiers whose ``predict`` is ``classes_[argmax(predict_proba)]`` in scikit-learn's own code
 _PROBA_IS_PREDICT = (
     "sklearn.ensemble._forest.RandomForestClassifier",
@@ -269,22 +269,24 @@ class Scorer:
 # --------------------------------------------------------------------------------------------------- I/O
 def input_uri(value: str) -> str:
     """``s3://`` as is; anything else a path under the project root."""
-    from mlops_provider.stages.ingest import source_uri
-
-    return source_uri(value)
+    return _uri(value, "batch input")
 
 
 def output_uri(value: str) -> str:
-    """``s3://`` as is; anything else a path under the project root (a template renders at run time, so
-    the spec-time check is repeated here)."""
+    """``s3://`` as is; anything else a path under the project root."""
+    return _uri(value, "batch output")
+
+
+def _uri(value: str, what: str) -> str:
+    # templates render at run time, so the spec-time check (inside the project root) is repeated here
     if workspace.is_s3(value):
         workspace.split_s3(value)
         return value
     if "://" in value and not value.startswith("file://"):
         raise StageError(
-            f"unsupported output {value!r}: use a path under the project root or s3://bucket/key"
+            f"unsupported {what} {value!r}: use a path under the project root or s3://bucket/key"
         )
-    return str(workspace.project_path(value.removeprefix("file://"), what="batch output"))
+    return str(workspace.project_path(value.removeprefix("file://"), what=what))
 
 
 @contextlib.contextmanager
@@ -353,6 +355,52 @@ def read_chunks(
         yield pa.Table.from_batches(pending)
 
 
+@contextlib.contextmanager
+def prefetched(items: Iterator[Any]) -> Iterator[Iterator[Any]]:
+    """``items`` produced one ahead by a background thread; its errors are raised in the consumer. On
+    exit the thread is stopped and joined (so a file it reads can be removed afterwards)."""
+    import queue
+    import threading
+
+    slots: queue.Queue[tuple[str, Any]] = queue.Queue(maxsize=1)
+    stop = threading.Event()
+
+    def produce() -> None:
+        try:
+            for item in items:
+                while not stop.is_set():
+                    try:
+                        slots.put(("item", item), timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            slots.put(("end", None))
+        except BaseException as exc:  # handed to the consumer
+            slots.put(("error", exc))
+
+    def consume() -> Iterator[Any]:
+        while True:
+            kind, value = slots.get()
+            if kind == "end":
+                return
+            if kind == "error":
+                raise value
+            yield value
+
+    thread = threading.Thread(target=produce, name="mlops-batch-reader", daemon=True)
+    thread.start()
+    try:
+        yield consume()
+    finally:
+        stop.set()
+        while thread.is_alive():
+            with contextlib.suppress(queue.Empty):
+                slots.get(timeout=0.1)
+        thread.join()
+
+
 def _pandas_index_columns(schema: Any) -> list[str]:
     from mlops_provider.stages.monitor import _pandas_index_columns as index_columns
 
@@ -389,11 +437,11 @@ def score_file(
     signature = dict(model.inputs or [])
     scored_at = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
     metadata = {
-        META_MODEL_NAME: model_ref.name.encode(),
-        META_MODEL_VERSION: model_ref.version.encode(),
-        META_MODEL_URI: model_ref.uri.encode(),
-        META_SCORED_AT: scored_at.isoformat().encode(),
-        META_INPUT: in_uri.encode(),
+        META_MODEL_NAME: model_ref.name,
+        META_MODEL_VERSION: model_ref.version,
+        META_MODEL_URI: model_ref.uri,
+        META_SCORED_AT: scored_at.isoformat(),
+        META_INPUT: in_uri,
     }
     local_out = None if workspace.is_s3(out_uri) else Path(out_uri)
     scratch_parent = local_out.parent if local_out is not None else None
@@ -409,11 +457,15 @@ def score_file(
         scratch = Path(tmp)
         partial = scratch / "output.parquet"  # same file system as a local output: the rename is atomic
         try:
-            with local_copy(in_uri, conn_id, scratch) as path:
+            with contextlib.ExitStack() as stack:
+                path = stack.enter_context(local_copy(in_uri, conn_id, scratch))
                 column_types = None
                 if fmt == "csv" and signature:
                     column_types = {n: t for n, t in ((n, _arrow_type(v)) for n, v in signature.items()) if t}
-                chunk_iter = read_chunks(path, fmt, chunk_rows, column_types=column_types)
+                # the next chunk is read and decoded (pyarrow, GIL released) while this one is scored
+                chunk_iter = stack.enter_context(
+                    prefetched(read_chunks(path, fmt, chunk_rows, column_types=column_types))
+                )
                 features: list[str] | None = None
                 keys: list[str] = []
                 schema: pa.Schema | None = None
@@ -432,8 +484,9 @@ def score_file(
                     predict_seconds += time.perf_counter() - before
                     out = _output_table(table, keys, rows, predicted, probability, model_ref, scored_at)
                     if writer is None:
-                        schema = out.schema.with_metadata(metadata)
-                        writer = pq.ParquetWriter(partial, schema)
+                        schema = out.schema
+                        writer = _writer(partial, schema)
+                        writer.add_key_value_metadata(metadata)
                     writer.write_table(out.cast(schema) if out.schema != schema else out)
                     rows += table.num_rows
                     chunks += 1
@@ -495,10 +548,11 @@ def _output_table(
     model_ref: ModelRef,
     scored_at: dt.datetime,
 ) -> pa.Table:
+    import numpy as np
     import pyarrow as pa
 
     n = table.num_rows
-    arrays: list[Any] = [pa.array(range(offset, offset + n), type=pa.int64())]
+    arrays: list[Any] = [pa.array(np.arange(offset, offset + n, dtype=np.int64))]
     names = [ROW_NUMBER]
     for key in keys:
         arrays.append(table.column(key))
@@ -508,13 +562,36 @@ def _output_table(
     if probability is not None:
         arrays.append(pa.array(probability, type=pa.float64()))
         names.append("probability")
+    # one-value dictionaries: built in microseconds, written as one dictionary page (``pa.repeat`` of a
+    # string costs ~1 ms per 1,000 rows, and the writer would hash every value again)
+    zeros = pa.array(np.zeros(n, dtype=np.int32))
     arrays += [
-        pa.repeat(pa.scalar(model_ref.name, pa.string()), n),
-        pa.repeat(pa.scalar(model_ref.version, pa.string()), n),
-        pa.repeat(pa.scalar(scored_at, pa.timestamp("us", tz="UTC")), n),
+        pa.DictionaryArray.from_arrays(zeros, pa.array([model_ref.name], pa.string())),
+        pa.DictionaryArray.from_arrays(zeros, pa.array([model_ref.version], pa.string())),
+        pa.DictionaryArray.from_arrays(zeros, pa.array([scored_at], pa.timestamp("us", tz="UTC"))),
     ]
     names += ["model_name", "model_version", "scored_at"]
     return pa.Table.from_arrays(arrays, names=names)
+
+
+def _writer(path: Path, schema: pa.Schema) -> Any:
+    """A parquet writer that stores the dictionary columns as plain strings/timestamps for readers
+    (``store_schema=False``: no Arrow schema, so pandas sees ``object``, not ``category``), and
+    dictionary-encodes only where values repeat: strings, class labels, the constant columns. (Parquet
+    would dictionary-encode a chunk of 100,000 unique integer ids too: twice the write time, no gain.)"""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    def repeats(field: pa.Field) -> bool:
+        kind = field.type
+        if field.name in ("model_name", "model_version", "scored_at") or pa.types.is_dictionary(kind):
+            return True
+        if field.name == "prediction":  # class labels repeat, regression values do not
+            return not pa.types.is_floating(kind)
+        return bool(pa.types.is_string(kind) or pa.types.is_large_string(kind) or pa.types.is_boolean(kind))
+
+    dictionary = [f.name for f in schema if f.name != ROW_NUMBER and repeats(f)]
+    return pq.ParquetWriter(path, schema, store_schema=False, use_dictionary=dictionary)
 
 
 # ------------------------------------------------------------------------------------------------ MLflow
