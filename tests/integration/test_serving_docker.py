@@ -231,7 +231,7 @@ def _constant_versions(root: Path, model: str, constants: list[int]) -> Any:
     return client
 
 
-def test_rollback_puts_the_previous_version_back_under_the_alias_and_in_the_container(
+def test_rollback_and_a_manual_alias_move_take_the_serving_container_along(
     airflow_home: Any, docker_engine: Any, project: Path, target: dict[str, Any]
 ) -> None:
     import logging
@@ -240,6 +240,7 @@ def test_rollback_puts_the_previous_version_back_under_the_alias_and_in_the_cont
 
     from mlops_provider import cli
     from mlops_provider.hooks.mlflow import MLflowHook
+    from mlops_provider.run import run_spec
     from mlops_provider.stages.deploy import promote
     from mlops_provider.stages.serve import follow
 
@@ -284,3 +285,15 @@ def test_rollback_puts_the_previous_version_back_under_the_alias_and_in_the_cont
         ("2", "1", [f"docker:{name}"]),
     ]
     assert moves[2]["why"] == "v2 misbehaves" and moves[2]["who"].startswith("mlops rollback (")
+
+    # a person moves the alias in MLflow: the <name>_serve DAG makes the container follow
+    client.set_registered_model_alias(model, "champion", "2")
+    synced = run_spec(spec, dag="serve")
+    assert synced.ok, synced.failure
+    assert synced.xcom["served_version"] == {"version": "1", "targets": {f"docker:{name}": "1"}}
+    assert synced.xcom["wait_for_alias"]["version"] == "2"
+    assert synced.xcom["sync_serving"]["serving"] == {f"docker:{name}": f"http://127.0.0.1:{port + 1}"}
+    live = _containers(docker_engine, name)
+    assert [(c["name"], c["version"], c["state"]) for c in live] == [(f"{name}-v2", "2", "running")]
+    assert _predict(f"http://127.0.0.1:{port + 1}", [{"x": 0.5}]) == [1]
+    assert alias_holder(client, model, "champion") == "2"  # the DAG follows the alias, never moves it

@@ -359,4 +359,54 @@ def build_plan(spec: PipelineSpec, *, source: str, text: str, spec_sha256: str) 
                 tasks=(STAGES["batch"](spec, common),),
             )
         )
+    if spec.deploy.targets:
+        dags.append(_serve_dag(spec, common, default_args, tags, _doc(spec, source, text, "serving")))
     return PipelinePlan(spec.name, source, spec_sha256, tuple(dags))
+
+
+#: how long one run of the ``<name>_serve`` DAG waits for the alias to move before it starts over
+SERVE_WAIT_SECONDS = 24 * 3600
+
+
+def _serve_dag(
+    spec: PipelineSpec, common: dict[str, Any], default_args: dict[str, Any], tags: tuple[str, ...], doc: str
+) -> DagPlan:
+    """``served_version`` → ``wait_for_alias`` → ``sync_serving``, continuously (see operators/serve.py)."""
+    alias, serving = spec.deploy.alias, f"{OPERATORS}.serve"
+    kwargs = {
+        **common,
+        "alias": alias,
+        "targets": [t.model_dump(mode="json", exclude_none=True) for t in spec.deploy.targets],
+        "target_column": spec.ingest.target,
+    }
+    sensor = {
+        "model_name": spec.model_name,
+        "alias": alias,
+        "not_version": "{{ ti.xcom_pull(task_ids='served_version')['version'] }}",
+        "mlflow_conn_id": spec.mlflow.conn_id,
+        "deferrable": True,
+        "poke_interval": 60,
+        "timeout": SERVE_WAIT_SECONDS,
+        "soft_fail": True,
+        "retries": 0,
+    }
+    return DagPlan(
+        dag_id=f"{spec.name}_serve",
+        kind="serve",
+        description=f"Serving targets follow {spec.model_name}@{alias}, also when moved by hand",
+        schedule="@continuous",
+        start_date=spec.start_date,
+        catchup=False,
+        owner=spec.owner,
+        tags=(*tags, "mlops:serve"),
+        default_args=default_args,
+        doc_md=doc,
+        tasks=(
+            TaskPlan("served_version", f"{serving}.ServedVersionOperator", kwargs,
+                     doc="The version the serving targets serve now."),
+            TaskPlan("wait_for_alias", "mlops_provider.sensors.mlflow.MLflowModelVersionSensor", sensor,
+                     ("served_version",), doc=f"Wait until `@{alias}` points at a version not served yet."),
+            TaskPlan("sync_serving", f"{serving}.SyncServingOperator", kwargs, ("wait_for_alias",),
+                     doc=f"Stage, health-check and switch every target to `@{alias}` (alias not moved)."),
+        ),
+    )  # fmt: skip

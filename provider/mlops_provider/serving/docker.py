@@ -192,6 +192,7 @@ class DockerServingTarget:
             port_bindings=None if host_mode else {slot: slot},
             mem_limit=self.config.mem_limit,
             nano_cpus=int(self.config.cpus * 1e9) if self.config.cpus else None,
+            init=True,  # the server gets SIGTERM (a bare PID 1 ignores it): stop is graceful, not a 10 s kill
         )
         self.log.info(
             "%s: starting %s (v%s, image %s) on %s (network %s, memory %s, cpus %s)",

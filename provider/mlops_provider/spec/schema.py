@@ -616,6 +616,8 @@ class PipelineSpec(Section):
             ids[f"{self.name}_monitor"] = "monitor"
         if self.deploy.batch is not None:
             ids[f"{self.name}_batch"] = "batch"
+        if self.deploy.targets:
+            ids[f"{self.name}_serve"] = "serve"
         return ids
 
     @property
