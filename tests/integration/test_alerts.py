@@ -29,7 +29,7 @@ from tests.integration._monitor_helpers import (
     write_live_data,
 )
 from tests.integration._stage_helpers import make_project, states, unique, xcom
-from tests.services import free_port
+from tests.services import free_port, service_missing
 
 pytestmark = [pytest.mark.integration]
 
@@ -77,9 +77,12 @@ class SmtpSink:
 @pytest.fixture(scope="session")
 def smtp_server() -> Iterator[SmtpSink]:
     """A real SMTP server on a free 127.0.0.1 port (no TLS, no auth), for the whole session."""
-    aiosmtpd = pytest.importorskip("aiosmtpd.controller")
+    try:
+        from aiosmtpd.controller import Controller
+    except ImportError:
+        service_missing("aiosmtpd is not installed (dev extra)")
     sink = SmtpSink(port=free_port())
-    controller = aiosmtpd.Controller(sink, hostname="127.0.0.1", port=sink.port)
+    controller = Controller(sink, hostname="127.0.0.1", port=sink.port)
     controller.start()
     try:
         yield sink

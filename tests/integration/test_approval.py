@@ -74,7 +74,7 @@ def approvers(airflow_home, tmp_path_factory: pytest.TempPathFactory) -> Iterato
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS", "alice:admin,bob:admin")
         patch.setenv("AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE", str(passwords))
-        patch.setenv("AIRFLOW__API_AUTH__JWT_SECRET", "approval-tests-only")
+        patch.setenv("AIRFLOW__API_AUTH__JWT_SECRET", "approval-tests-only-" * 4)  # >= 64 bytes
         # Import Airflow's ORM and API modules in this thread first: importing them from two threads at
         # once (the responder and dag.test()) can deadlock.
         import airflow.dag_processing.collection  # noqa: F401
