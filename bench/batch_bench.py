@@ -18,7 +18,7 @@ ours; the whole loop for raw). Wall time for ours also includes resolving the al
 model from MLflow. The ratio reported is the median of per-repetition throughput(ours)/throughput(raw)
 (goal >= 0.9). Predictions of every side must agree; the bench fails otherwise.
 
-    python bench/batch_bench.py                    # 1M x 20, logreg + forest, 3 repeats (~1.5 min)
+    python bench/batch_bench.py                    # 1M x 20, logreg + forest, 4 repeats (~2 min)
     python bench/batch_bench.py --rows 200000 --repeat 2 --no-save
 """
 
@@ -135,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--columns", type=int, default=20)
-    parser.add_argument("--repeat", type=int, default=3, help="interleaved repetitions of each side")
+    parser.add_argument("--repeat", type=int, default=4, help="interleaved repetitions of each side")
     parser.add_argument("--models", default="logreg,forest", help="comma-separated: logreg, forest")
     parser.add_argument("--no-pyfunc", action="store_true", help="skip the pyfunc-wrapper variant")
     parser.add_argument("--no-save", action="store_true", help="do not write bench/results/")

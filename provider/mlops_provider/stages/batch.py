@@ -427,7 +427,6 @@ def score_file(
     Airflow connection for both). Returns counts and timings; the output replaces any earlier one.
     """
     import pyarrow as pa
-    import pyarrow.parquet as pq
 
     if chunk_rows < 1:
         raise StageError(f"chunk_rows must be at least 1, not {chunk_rows}")
@@ -452,7 +451,6 @@ def score_file(
     rows = chunks = 0
     predict_seconds = 0.0
     chunk_ms: list[float] = []
-    writer: pq.ParquetWriter | None = None
     with tempfile.TemporaryDirectory(prefix="mlops-batch-", dir=scratch_parent) as tmp:
         scratch = Path(tmp)
         partial = scratch / "output.parquet"  # same file system as a local output: the rename is atomic
@@ -462,13 +460,14 @@ def score_file(
                 column_types = None
                 if fmt == "csv" and signature:
                     column_types = {n: t for n, t in ((n, _arrow_type(v)) for n, v in signature.items()) if t}
-                # the next chunk is read and decoded (pyarrow, GIL released) while this one is scored
+                # A three-stage pipeline: the next chunk is read and decoded, and the previous one encoded
+                # and written, in background threads (pyarrow releases the GIL) while this one is scored.
                 chunk_iter = stack.enter_context(
                     prefetched(read_chunks(path, fmt, chunk_rows, column_types=column_types))
                 )
+                sink = stack.enter_context(ParquetSink(partial, metadata))
                 features: list[str] | None = None
                 keys: list[str] = []
-                schema: pa.Schema | None = None
                 while True:
                     tick = time.perf_counter()
                     table = next(chunk_iter, None)
@@ -482,12 +481,7 @@ def score_file(
                     before = time.perf_counter()
                     predicted, probability = scorer(frame)
                     predict_seconds += time.perf_counter() - before
-                    out = _output_table(table, keys, rows, predicted, probability, model_ref, scored_at)
-                    if writer is None:
-                        schema = out.schema
-                        writer = _writer(partial, schema)
-                        writer.add_key_value_metadata(metadata)
-                    writer.write_table(out.cast(schema) if out.schema != schema else out)
+                    sink.write(_output_table(table, keys, rows, predicted, probability, model_ref, scored_at))
                     rows += table.num_rows
                     chunks += 1
                     chunk_ms.append((time.perf_counter() - tick) * 1000)
@@ -495,13 +489,9 @@ def score_file(
             raise
         except pa.ArrowInvalid as exc:
             raise StageError(f"cannot read {in_uri} as {fmt}: {exc}") from exc
-        finally:
-            if writer is not None:
-                writer.close()
-        if chunks == 0:
+        if chunks == 0 or sink.schema is None:
             raise StageError(f"batch input {in_uri} has no rows")
-        assert schema is not None
-        columns = list(schema.names)
+        columns = list(sink.schema.names)
         if local_out is not None:
             os.replace(partial, local_out)  # readers never see half a file; a retry replaces it whole
         else:
@@ -572,6 +562,56 @@ def _output_table(
     ]
     names += ["model_name", "model_version", "scored_at"]
     return pa.Table.from_arrays(arrays, names=names)
+
+
+class ParquetSink:
+    """Tables appended to one parquet file by a background thread (encoding and compression release the
+    GIL). :meth:`write` hands a table over (waiting while the previous one is still being written) and
+    raises the writer's error, if it had one; leaving the ``with`` block finishes the file. The schema is
+    the first table's; the file's key-value metadata is ``metadata``."""
+
+    def __init__(self, path: Path, metadata: dict[str, str]) -> None:
+        import queue
+        import threading
+
+        self.path = path
+        self.metadata = metadata
+        self.schema: pa.Schema | None = None
+        self._tables: queue.Queue[pa.Table | None] = queue.Queue(maxsize=1)
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="mlops-batch-writer", daemon=True)
+
+    def __enter__(self) -> ParquetSink:
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        writer = None
+        try:
+            while (table := self._tables.get()) is not None:
+                if writer is None:
+                    self.schema = table.schema
+                    writer = _writer(self.path, table.schema)
+                    writer.add_key_value_metadata(self.metadata)
+                writer.write_table(table if table.schema == self.schema else table.cast(self.schema))
+        except BaseException as exc:  # handed to the producer
+            self._error = exc
+            while self._tables.get() is not None:  # drain, so the producer never blocks
+                pass
+        finally:
+            if writer is not None:
+                writer.close()
+
+    def write(self, table: pa.Table) -> None:
+        if self._error is not None:
+            raise self._error
+        self._tables.put(table)
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._tables.put(None)
+        self._thread.join()
+        if self._error is not None and exc_info[0] is None:
+            raise self._error
 
 
 def _writer(path: Path, schema: pa.Schema) -> Any:
