@@ -21,6 +21,8 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator
 
+from mlops_provider.links.mlflow import DriftReportLink, MLflowRunLink
+
 if TYPE_CHECKING:
     from airflow.sdk import Context
     from airflow.sdk.bases.notifier import BaseNotifier
@@ -66,7 +68,9 @@ def failure_notifiers(alerts: Sequence[Mapping[str, Any]]) -> list[BaseNotifier]
     return notifiers
 
 
-def drift_message(pipeline: str, verdict: Mapping[str, Any], run_url: str | None) -> tuple[str, str]:
+def drift_message(
+    pipeline: str, verdict: Mapping[str, Any], run_url: str | None, report_url: str | None = None
+) -> tuple[str, str]:
     """Subject and HTML body of a drift alert, from ``detect_drift``'s XCom."""
     share = float(verdict.get("drift_share") or 0.0)
     threshold = float(verdict.get("drift_share_threshold") or 0.0)
@@ -79,8 +83,10 @@ def drift_message(pipeline: str, verdict: Mapping[str, Any], run_url: str | None
     links = []
     if run_url:
         links.append(f'<a href="{html.escape(run_url, quote=True)}">MLflow monitoring run</a>')
+    if report_url:
+        links.append(f'<a href="{html.escape(report_url, quote=True)}">Evidently drift report</a>')
     if report:
-        links.append(f"Evidently report: <code>{html.escape(str(report))}</code>")
+        links.append(f"Report artifact: <code>{html.escape(str(report))}</code>")
     body = (
         f"<p>Pipeline <b>{html.escape(pipeline)}</b>: dataset drift against the training data of "
         f"<b>{html.escape(model)}</b>.</p>"
@@ -102,6 +108,7 @@ class DriftAlertOperator(BaseOperator):
     """
 
     ui_color = "#ffd6d6"
+    operator_extra_links = (MLflowRunLink(),)
 
     def __init__(
         self,
@@ -122,7 +129,6 @@ class DriftAlertOperator(BaseOperator):
         from airflow.sdk.exceptions import AirflowSkipException
 
         from mlops_provider.exceptions import StageError
-        from mlops_provider.links.mlflow import MLflowRunLink
 
         ti = context["ti"]
         verdict = ti.xcom_pull(task_ids=self.drift_task_id)
@@ -133,9 +139,12 @@ class DriftAlertOperator(BaseOperator):
             )
         if not verdict["dataset_drift"]:
             raise AirflowSkipException("no dataset drift: no alert")
-        link = ti.xcom_pull(task_ids=self.drift_task_id, key=MLflowRunLink.key)
-        run_url = MLflowRunLink().format(link) if isinstance(link, dict) else None
-        subject, body = drift_message(self.pipeline, verdict, run_url)
+        urls = []
+        for link in (MLflowRunLink(), DriftReportLink()):  # what detect_drift linked to
+            value = ti.xcom_pull(task_ids=self.drift_task_id, key=link.key)
+            urls.append(link.format(value) if isinstance(value, dict) else None)
+        MLflowRunLink.copy_from(context, self.drift_task_id)  # this task's "MLflow run" button
+        subject, body = drift_message(self.pipeline, verdict, *urls)
         recipients = []
         for alert in self.alerts:
             smtp_notifier(alert, subject=subject, html_content=body).notify(context)

@@ -156,6 +156,8 @@ def test_drift_sends_the_drift_details_and_no_drift_sends_nothing(
         assert f"<li><code>{column}</code></li>" in mail.body
     assert f"/runs/{verdict['mlflow_run_id']}" in mail.body and "MLflow monitoring run" in mail.body
     assert verdict["report_uri"] in mail.body
+    report = f"/runs/{verdict['mlflow_run_id']}/artifactPath/monitor/drift_report.html"
+    assert f'{report}">Evidently drift report</a>' in mail.body
 
 
 def test_a_failed_monitor_task_sends_the_error(
