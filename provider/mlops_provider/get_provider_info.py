@@ -33,6 +33,7 @@ def get_provider_info() -> dict[str, Any]:
                     "mlops_provider.operators.deploy",
                     "mlops_provider.operators.monitor",
                     "mlops_provider.operators.batch",
+                    "mlops_provider.operators.serve",
                 ],
             }
         ],
