@@ -694,7 +694,8 @@ class AirflowServer:
     """A running Airflow: api-server, scheduler, dag-processor and triggerer as separate processes.
 
     The dags folder holds the repo's loader (``dags/ml_pipelines.py``) and the example spec
-    ``breast_cancer.yaml`` (without its schedule); the project (``[mlops] project_root``) has the repo's ``include/`` data;
+    ``breast_cancer.yaml`` (without its schedule); the project (``[mlops] project_root``) has the repo's
+    ``include/`` data;
     MLflow is ``mlflow_server_local`` (connection ``mlflow_default``). Log in as ``username``/``password``.
     """
 
