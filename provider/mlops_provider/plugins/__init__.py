@@ -34,12 +34,13 @@ class LazyPipelinesApp:
 
 class MlopsPlugin(AirflowPlugin):
     name = "mlops"
-    fastapi_apps: list[Any] = [
-        {"app": LazyPipelinesApp(), "url_prefix": URL_PREFIX, "name": "ML pipelines"}
-    ]
-    # Without url_route the nav entry opens the page itself (a new tab), not an iframe: Airflow's iframe
+    fastapi_apps: list[Any] = [{"app": LazyPipelinesApp(), "url_prefix": URL_PREFIX, "name": "ML pipelines"}]
+    # Without url_route a nav entry opens the page itself (a new tab), not an iframe: Airflow's iframe
     # sandbox forbids the page's links to leave the frame (MLflow UI, the DAG pages).
+    # Two entries, not top-level: Airflow 3.3's UI renders a single (or top-level) external entry as a
+    # <button href=...> that a click does nothing with; two or more go in its "Plugins" menu as real links.
+    # hrefs are relative to the UI's <base href>, so a sub-path deployment (/airflow/) works too.
     external_views: list[Any] = [
-        {"name": "ML pipelines", "href": URL_PREFIX.lstrip("/") + "/", "destination": "nav",
-         "nav_top_level": True},
+        {"name": "ML pipelines", "href": URL_PREFIX.lstrip("/") + "/", "destination": "nav"},
+        {"name": "MLflow UI", "href": URL_PREFIX.lstrip("/") + "/mlflow", "destination": "nav"},
     ]

@@ -17,8 +17,8 @@ from html import escape
 from typing import TYPE_CHECKING
 from urllib.parse import quote
 
-from airflow.api_fastapi.core_api.security import GetUserDep
-from fastapi import FastAPI, HTTPException, Request
+from airflow.api_fastapi.core_api.security import GetUserDep, get_user
+from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.exception_handlers import http_exception_handler
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
@@ -48,6 +48,18 @@ def create_app() -> FastAPI:
         with create_session() as session:
             rows = collect(readable_dag_ids=_can_read(user), session=session)
         return HTMLResponse(render(rows, airflow_url=airflow_base(request), user=user.get_name()))
+
+    @app.get("/mlflow", dependencies=[Depends(get_user)])
+    def mlflow_ui() -> RedirectResponse:
+        """The nav entry "MLflow UI": the UI of the default MLflow connection (or [mlops] mlflow_ui_url)."""
+        from mlops_provider.hooks.mlflow import MLflowHook
+        from mlops_provider.links.mlflow import ui_base_url
+
+        try:
+            tracking_uri = MLflowHook().tracking_uri
+        except Exception as exc:  # no mlflow_default connection, one without host
+            raise HTTPException(503, f"No MLflow to open: {exc}") from exc
+        return RedirectResponse(ui_base_url(tracking_uri) + "/", status_code=307)
 
     return app
 
