@@ -13,6 +13,8 @@ PYTEST_ARGS ?=
 
 .PHONY: venv demo test lint lock
 
+# `pip install -e .` leaves provider/<dist>.egg-info behind; the editable install puts provider/ on sys.path,
+# so Python would see the package twice (Airflow: "Plugin 'mlops' already registered" import error).
 venv:
 	@if [ -x $(VENV)/bin/python ] && [ "$$(cat $(STAMP) 2>/dev/null)" = "$(DEPS_HASH)" ]; then \
 		echo "venv: $(VENV) is up to date"; \
@@ -26,6 +28,7 @@ venv:
 		echo "venv: installing -e .[$(EXTRAS)] pinned by $(LOCK)"; \
 		$(VENV)/bin/python -m pip install --quiet -c $(LOCK) pip; \
 		$(VENV)/bin/python -m pip install --quiet -c $(LOCK) -e ".[$(EXTRAS)]"; \
+		rm -rf provider/*.egg-info; \
 		echo "$(DEPS_HASH)" > $(STAMP); \
 	fi
 
@@ -61,6 +64,7 @@ lock:
 	$(PYTHON) -m venv "$$tmp/venv"; \
 	"$$tmp/venv/bin/python" -m pip install --quiet --upgrade pip; \
 	"$$tmp/venv/bin/python" -m pip install --quiet -e ".[$(EXTRAS)]"; \
+	rm -rf provider/*.egg-info; \
 	{ echo "# Pinned environment of: pip install -e \".[$(EXTRAS)]\" (Python 3.11). Regenerate: make lock"; \
 	  "$$tmp/venv/bin/python" -m pip freeze --all --exclude-editable | grep -v -e '^-e ' -e '^airflow-provider-mlops[= ]'; \
 	} > $(LOCK).tmp; \
