@@ -154,6 +154,7 @@ def main(argv: list[str] | None = None) -> int:
     warnings.filterwarnings("ignore")
 
     t0 = time.perf_counter()
+    load = os.getloadavg()
     source = cached
     features = generate(source, args.rows, args.columns)
     shutil.rmtree(work / ".mlops", ignore_errors=True)  # a fresh MLflow store each time
@@ -217,7 +218,8 @@ def main(argv: list[str] | None = None) -> int:
         "",
         f"{args.rows:,} rows x {args.columns} float64 features + int64 id, parquet (row groups of 100,000), "
         f"chunks of {CHUNK_ROWS:,} rows; {args.repeat} interleaved repetitions after a warm-up; medians. "
-        f"Python {platform.python_version()}, {os.cpu_count()} cores (shared). Command: "
+        f"Python {platform.python_version()}, {os.cpu_count()} cores (shared; load average at the start "
+        f"{load[0]:.1f}, at the end {os.getloadavg()[0]:.1f}). Command: "
         f"`python bench/batch_bench.py {' '.join(argv if argv is not None else sys.argv[1:])}`".rstrip()
         + "",
         "",
