@@ -70,8 +70,9 @@ def screenshots_on_failure(context: Any, folder: Path) -> Iterator[None]:
         raise
 
 
+# browser_context first: without Chromium the test fails (CI) or skips before Airflow boots
 def test_login_dag_extra_link_and_pipelines_page(
-    airflow_server: AirflowServer, browser_context: Any, tmp_path: Path
+    browser_context: Any, airflow_server: AirflowServer, tmp_path: Path
 ) -> None:
     run_id = airflow_server.run_dag("breast_cancer")["dag_run_id"]  # shared with the plugin page tests
     started = time.monotonic()
