@@ -7,9 +7,11 @@
 2. runs the training DAG of ``dags/pipelines/breast_cancer.yaml`` through Airflow (``dag.test()``, the
    metadata DB of ``AIRFLOW_HOME``) with the embedded MLflow store (``.mlops/``) — twice, so the second
    candidate is compared with the first one's ``@champion``;
-3. runs the same stages as one plain Python script (``bench/plain_pipeline.py``) on the same data and
+3. runs the batch-scoring DAG (``@champion`` scores the "live" sample into ``predictions/``) and the
+   monitor DAG (Evidently drift of that sample; drift emits the asset that schedules retraining);
+4. runs the same stages as one plain Python script (``bench/plain_pipeline.py``) on the same data and
    prints the orchestration overhead (Airflow wall time / plain wall time);
-4. prints what happened and where to look.
+5. prints what happened and where to look.
 
 Task logs go to ``<AIRFLOW_HOME>/demo-run-<n>.log``; the summary goes to the terminal.
 """
@@ -23,7 +25,10 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from mlops_provider.run import RunResult
 
 SPEC = Path("dags/pipelines/breast_cancer.yaml")
 DATA = Path("include/data")
@@ -150,6 +155,22 @@ def main(argv: list[str] | None = None) -> int:
             _say(f"\nThe DAG run failed; read {log}")
             return 1
 
+    # the rest of the lifecycle: score this week's data with @champion, then watch it for drift
+    after: dict[str, RunResult] = {}
+    for kind, what in (
+        ("batch", "score include/data/breast_cancer_live.csv with @champion"),
+        ("monitor", "drift of the same data against @champion's training data"),
+    ):
+        log = home / f"demo-{kind}.log"
+        _say(f"\nDAG breast_cancer_{kind}: {what}; task logs: {log}")
+        with output_to(log):
+            result = run_spec(root / SPEC, dag=kind, project_root=root)
+        after[kind] = result
+        _say(result.summary())
+        if not result.ok:
+            _say(f"\nThe DAG run failed; read {log}")
+            return 1
+
     plain = plain_cold = None
     if not args.skip_bench:
         log = home / "demo-plain.log"
@@ -186,6 +207,22 @@ def main(argv: list[str] | None = None) -> int:
     if last.verdict:
         for check in last.verdict.get("checks", []):
             _say(f"    gate {check['name']:<9} {check['reason']}: {'PASS' if check['passed'] else 'FAIL'}")
+    scored = after["batch"].scored or {}
+    if scored:
+        _say(
+            f"  batch:   {scored['rows']} rows scored by {scored['model_name']} v{scored['model_version']} "
+            f"-> {scored['output_uri']}"
+        )
+    drift = after["monitor"].xcom.get("detect_drift") or {}
+    if drift:
+        retrain = next((t.state for t in after["monitor"].tasks if t.task_id == "request_retrain"), None)
+        _say(
+            f"  monitor: dataset drift {'YES' if drift.get('dataset_drift') else 'no'} "
+            f"({drift.get('drift_share', 0):.0%} of {drift.get('number_of_columns')} columns drifted, "
+            f"threshold {drift.get('drift_share_threshold', 0):.0%}); request_retrain {retrain}"
+            + (" -> the scheduler would now queue a training run (asset x-mlops://breast_cancer/drift)"
+               if retrain == "success" else "")
+        )
     if plain is not None and plain_cold is not None:
         warm, cold = last.seconds, results[0].seconds
         _say(

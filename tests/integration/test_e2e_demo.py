@@ -64,10 +64,24 @@ def test_demo_end_to_end(tmp_path: Path) -> None:
     assert f"mlflow ui --backend-store-uri sqlite:///{root}/.mlops/mlflow.db" in out
     assert "airflow standalone" in out
 
+    # the lifecycle after training: @champion (v2) scored the live sample, and the monitor saw its drift
+    assert re.search(r"batch: +300 rows scored by breast_cancer_classifier v2 -> .*predictions/.*\.parquet",
+                     out)
+    predictions = list((root / "predictions").glob("*.parquet"))
+    assert len(predictions) == 1
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(predictions[0])
+    assert table.num_rows == 300 and set(table.column("model_version").to_pylist()) == {"2"}
+    assert "monitor: dataset drift YES" in out and "request_retrain success" in out
+
     client = embedded_client(root)
     assert alias_holder(client, "breast_cancer_classifier", "champion") == "2"
     assert (
         alias_holder(client, "breast_cancer_classifier_plain", "champion") is not None
     )  # the benchmark's own
     logs = sorted(p.name for p in (root / ".airflow").glob("demo-*.log"))
-    assert logs == ["demo-plain.log", "demo-run-1.log", "demo-run-2.log", "demo-setup.log"]
+    assert logs == [
+        "demo-batch.log", "demo-monitor.log", "demo-plain.log",
+        "demo-run-1.log", "demo-run-2.log", "demo-setup.log",
+    ]  # fmt: skip

@@ -236,7 +236,10 @@ def test_show_json_is_the_plan() -> None:
     result = run("show", "--format", "json", str(EXAMPLE))
     assert result.exit_code == 0
     plan = json.loads(result.stdout)
-    training, monitor = plan["dags"]
+    training, monitor, batch = plan["dags"]
+    assert [t["task_id"] for t in batch["tasks"]] == ["score"]
+    # the monitor watches what the batch DAG scores
+    assert monitor["tasks"][0]["kwargs"]["current"] == batch["tasks"][0]["kwargs"]["source"]
     assert [t["task_id"] for t in training["tasks"]] == [
         "ingest", "validate", "train", "evaluate", "register", "deploy",
     ]  # fmt: skip

@@ -24,7 +24,7 @@ _ISSUE_LINE = re.compile(r"^(dags/pipelines/[\w./-]+\.ya?ml):(\d+):(\d+): (.+)$"
 
 GOOD = ["minimal_regression.yaml", "custom_entrypoint.yaml", "monitored_classifier.yaml"]
 GOOD_DAG_IDS = {"minimal_regression", "custom_entrypoint", "churn", "churn_monitor", "breast_cancer",
-                "breast_cancer_monitor"}  # fmt: skip
+                "breast_cancer_batch", "breast_cancer_monitor"}  # fmt: skip
 BAD = ["unknown_keys.yaml", "literal_secrets.yaml", "path_escapes.yaml", "python_tags.yaml",
        "bad_metrics.yaml", "yaml_syntax.yaml"]  # fmt: skip
 LITERAL_SECRETS = ("hunter2", "sk-live-1234", "wJalrXUtnFEMI", "12345")
@@ -68,7 +68,9 @@ def test_repo_dags_folder_loads_cleanly(monkeypatch: pytest.MonkeyPatch) -> None
     bag = _bag(REPO / "dags")
 
     assert bag.import_errors == {}
-    assert set(bag.dag_ids) == {"breast_cancer", "breast_cancer_monitor", "follow_champion"}
+    assert set(bag.dag_ids) == {
+        "breast_cancer", "breast_cancer_monitor", "breast_cancer_batch", "follow_champion"
+    }  # fmt: skip
     assert type(bag.dags["follow_champion"].timetable).__name__ == "NullTimetable"  # example: on demand only
     training, monitor = bag.dags["breast_cancer"], bag.dags["breast_cancer_monitor"]
     assert {"mlops", "demo", "mlops:training"} <= set(training.tags)
