@@ -820,8 +820,13 @@ def airflow_server(mlflow_server_local: MLflowServer, pytestconfig: pytest.Confi
     shutil.copyfile(REPO_ROOT / "dags" / "ml_pipelines.py", project / "dags" / "ml_pipelines.py")
     # unscheduled: unpausing a scheduled DAG would start a run of its latest interval besides the test's own
     spec = (REPO_ROOT / "dags" / "pipelines" / "breast_cancer.yaml").read_text()
-    (pipelines / "breast_cancer.yaml").write_text(spec.replace('schedule: "@weekly"', "schedule: null", 1))
+    # no retries: a failing task must fail the test at once, not after two 5-minute retry delays
+    spec = spec.replace('schedule: "@weekly"', "schedule: null", 1).replace("retries: 2,", "retries: 0,", 1)
+    (pipelines / "breast_cancer.yaml").write_text(spec)
     shutil.copytree(REPO_ROOT / "include", project / "include")
+    from mlops_provider.demo import write_demo_data  # the example's data is generated, not committed
+
+    write_demo_data(project)
     shutil.copyfile(_migrated_db_template(), home / "airflow.db")
     password = secrets.token_urlsafe(12)
     password_file = home / "passwords.json"
