@@ -120,8 +120,10 @@ def _deploy_dag(dag_id: str, experiment: str, model: str, target: dict[str, Any]
 def _events(docker_engine: Any, name: str, since: dt.datetime) -> list[tuple[int, str, str]]:
     """(time in ns, action, container name) of the target's containers since ``since``."""
     cli = docker_engine.client().api
+    # docker-py sends whole seconds: `until=now` would drop the events of the current second (v1's stop comes
+    # last, just before this call), so ask up to 2 s ahead (the call waits until then)
     events = cli.events(
-        since=since, until=dt.datetime.now(dt.timezone.utc), decode=True,
+        since=since, until=dt.datetime.now(dt.timezone.utc) + dt.timedelta(seconds=2), decode=True,
         filters={"type": "container", "label": f"{LABEL_TARGET}={name}"},
     )  # fmt: skip
     return [(int(e["timeNano"]), e["Action"], e["Actor"]["Attributes"]["name"]) for e in events]
