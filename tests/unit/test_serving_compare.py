@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 
-from mlops_provider.serving.docker import compare
+from mlops_provider.serving.base import compare
 
 
 def test_answers_within_the_tolerance_pass() -> None:

@@ -14,6 +14,7 @@ A failed ``prepare``/``check`` on any target aborts the staged ones and raises
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
@@ -117,3 +118,59 @@ def rollout(
             committed.append(item)
         log.info("%s: now serving v%s at %s", target.name, item.version, item.endpoint)
     return result
+
+
+# --------------------------------------------------------------------------------------------------
+# the health check's verdict, shared by every target
+# --------------------------------------------------------------------------------------------------
+#: how many differing rows an error message lists
+SHOWN_DIFFERENCES = 5
+
+
+def require_same_answers(what: str, answered: Any, expected: Sequence[Any], *, tolerance: float) -> None:
+    """Raise DeploymentCheckError unless a model server's answer (MLflow's ``{"predictions": ...}``
+    or a bare list) equals the model's own predictions within ``tolerance``."""
+    from mlops_provider.exceptions import DeploymentCheckError
+
+    predictions = answered.get("predictions", answered) if isinstance(answered, dict) else answered
+    differences = compare(expected, predictions, tolerance=tolerance)
+    if differences:
+        raise DeploymentCheckError(
+            f"{what} answered {len(differences)} of {len(expected)} sample rows differently from the "
+            f"model's own predictions (tolerance {tolerance:g}): "
+            + "; ".join(differences[:SHOWN_DIFFERENCES])
+        )
+
+
+def _flat(values: Any) -> list[Any]:
+    import numpy as np
+
+    if isinstance(values, Mapping):  # a dict of columns (some pyfunc models)
+        values = list(zip(*values.values(), strict=False))
+    array = np.asarray(values, dtype=object)
+    return [v.tolist() if hasattr(v, "tolist") else v for v in array.reshape(len(array), -1).tolist()]
+
+
+def compare(expected: Sequence[Any], answered: Any, *, tolerance: float) -> list[str]:
+    """What differs between the model's own predictions and a server's answers (row by row)."""
+    want, got = _flat(expected), _flat(answered)
+    if len(want) != len(got):
+        return [f"{len(got)} predictions for {len(want)} rows"]
+    differences = []
+    for row, (a, b) in enumerate(zip(want, got, strict=True)):
+        if len(a) != len(b) or not all(_close(x, y, tolerance) for x, y in zip(a, b, strict=False)):
+            show_a, show_b = (a[0], b[0]) if len(a) == len(b) == 1 else (a, b)
+            differences.append(f"row {row}: expected {show_a!r}, got {show_b!r}")
+    return differences
+
+
+def _close(a: Any, b: Any, tolerance: float) -> bool:
+    if isinstance(a, bool) or isinstance(b, bool) or isinstance(a, str) or isinstance(b, str):
+        return str(a) == str(b)
+    try:
+        x, y = float(a), float(b)
+    except (TypeError, ValueError):
+        return bool(a == b)
+    if math.isnan(x) or math.isnan(y):
+        return math.isnan(x) and math.isnan(y)
+    return abs(x - y) <= tolerance

@@ -40,11 +40,10 @@ from __future__ import annotations
 
 import contextlib
 import io
-import math
 import os
 import tarfile
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
@@ -58,7 +57,7 @@ from mlops_provider.runners.docker import (
     parse_mount,
     remove_container,
 )
-from mlops_provider.serving.base import Candidate, Staged
+from mlops_provider.serving.base import Candidate, Staged, require_same_answers
 
 if TYPE_CHECKING:
     import logging
@@ -74,7 +73,6 @@ LABEL_VERSION = f"{LABEL_PREFIX}model_version"
 LABEL_ROLE = f"{LABEL_PREFIX}role"
 LABEL_PORT = f"{LABEL_PREFIX}port"
 #: how many differing predictions an error message lists
-SHOWN_DIFFERENCES = 5
 
 
 class DockerServingTarget:
@@ -256,15 +254,7 @@ class DockerServingTarget:
             raise DeploymentCheckError(
                 f"{what}: /invocations answered HTTP {response.status_code}: {response.text[:500]}"
             )
-        answered = response.json()
-        predictions = answered.get("predictions", answered) if isinstance(answered, dict) else answered
-        differences = compare(expected, predictions, tolerance=self.config.health.tolerance)
-        if differences:
-            raise DeploymentCheckError(
-                f"{what} answered {len(differences)} of {len(sample)} sample rows differently from the "
-                f"model's own predictions (tolerance {self.config.health.tolerance:g}): "
-                + "; ".join(differences[:SHOWN_DIFFERENCES])
-            )
+        require_same_answers(what, response.json(), expected, tolerance=self.config.health.tolerance)
         self.log.info("%s answered %d sample rows like the model itself", what, len(sample))
 
     def commit(self, staged: Staged) -> None:
@@ -328,37 +318,3 @@ def _split_json(frame: Any) -> dict[str, Any]:
 
     data: dict[str, Any] = json.loads(frame.to_json(orient="split", date_format="iso", index=False))
     return data
-
-
-def _flat(values: Any) -> list[Any]:
-    import numpy as np
-
-    if isinstance(values, Mapping):  # a dict of columns (some pyfunc models)
-        values = list(zip(*values.values(), strict=False))
-    array = np.asarray(values, dtype=object)
-    return [v.tolist() if hasattr(v, "tolist") else v for v in array.reshape(len(array), -1).tolist()]
-
-
-def compare(expected: Sequence[Any], answered: Any, *, tolerance: float) -> list[str]:
-    """What differs between the model's own predictions and a server's answers (row by row)."""
-    want, got = _flat(expected), _flat(answered)
-    if len(want) != len(got):
-        return [f"{len(got)} predictions for {len(want)} rows"]
-    differences = []
-    for row, (a, b) in enumerate(zip(want, got, strict=True)):
-        if len(a) != len(b) or not all(_close(x, y, tolerance) for x, y in zip(a, b, strict=False)):
-            show_a, show_b = (a[0], b[0]) if len(a) == len(b) == 1 else (a, b)
-            differences.append(f"row {row}: expected {show_a!r}, got {show_b!r}")
-    return differences
-
-
-def _close(a: Any, b: Any, tolerance: float) -> bool:
-    if isinstance(a, bool) or isinstance(b, bool) or isinstance(a, str) or isinstance(b, str):
-        return str(a) == str(b)
-    try:
-        x, y = float(a), float(b)
-    except (TypeError, ValueError):
-        return bool(a == b)
-    if math.isnan(x) or math.isnan(y):
-        return math.isnan(x) and math.isnan(y)
-    return abs(x - y) <= tolerance

@@ -37,7 +37,7 @@ from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from mlops_provider.exceptions import DeploymentCheckError, StageError
-from mlops_provider.serving.base import Candidate, Staged
+from mlops_provider.serving.base import Candidate, Staged, require_same_answers
 
 if TYPE_CHECKING:
     import logging
@@ -62,7 +62,6 @@ TAG_PIPELINE = "mlops-pipeline"
 TAG_CONTENT = "mlops-content-sha256"
 #: SageMaker limits (botocore's service model: ModelName, EndpointName, EndpointConfigName max 63).
 MAX_NAME = 63
-SHOWN_DIFFERENCES = 5
 _NOT_NAME_CHARS = re.compile(r"[^a-zA-Z0-9]+")
 _TAG_CHARS = set("_.:/=+-@")
 
@@ -419,8 +418,6 @@ class SageMakerServingTarget:
 
         from botocore.exceptions import BotoCoreError, ClientError
 
-        from mlops_provider.serving.docker import compare
-
         health = self.config.health
         sample = candidate.sample.head(health.rows)
         expected = list(candidate.expected)[: len(sample)]
@@ -436,14 +433,7 @@ class SageMakerServingTarget:
             answered = json.loads(body)
         except ValueError as exc:
             raise DeploymentCheckError(f"{what} answered something that is not JSON: {body[:300]!r}") from exc
-        predictions = answered.get("predictions", answered) if isinstance(answered, dict) else answered
-        differences = compare(expected, predictions, tolerance=health.tolerance)
-        if differences:
-            raise DeploymentCheckError(
-                f"{what} answered {len(differences)} of {len(sample)} sample rows differently from the "
-                f"model's own predictions (tolerance {health.tolerance:g}): "
-                + "; ".join(differences[:SHOWN_DIFFERENCES])
-            )
+        require_same_answers(what, answered, expected, tolerance=health.tolerance)
         self.log.info("%s answered %d sample rows like the model itself", what, len(sample))
 
     def commit(self, staged: Staged) -> None:
