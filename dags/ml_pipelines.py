@@ -1,4 +1,4 @@
-"""Airflow DAG loader: one DAG per pipeline spec in dags/pipelines/*.yaml (see README)."""
+"""Airflow DAG loader: the DAGs of every valid pipeline spec in dags/pipelines/*.yaml (see README)."""
 
 from mlops_provider.loader import load_pipelines
 

@@ -17,7 +17,7 @@ from tests.services import configure_airflow_env  # noqa: E402
 # to a per-process temp dir (removed at the end of the session).
 configure_airflow_env()
 
-pytest_plugins = ("tests.services",)
+pytest_plugins = ("tests.services", "tests.fixtures.dag_processor")
 
 # MLflow's defaults write into the current directory (./mlruns, ./mlflow.db) when code forgets to pass a
 # store. Users would find those files in their project; here they fail the session.

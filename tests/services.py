@@ -693,8 +693,9 @@ def mlflow_server_local(pytestconfig: pytest.Config) -> Iterator[MLflowServer]:
 class AirflowServer:
     """A running Airflow: api-server, scheduler, dag-processor and triggerer as separate processes.
 
-    The dags folder holds the repo's loader (``dags/ml_pipelines.py``) and the example spec
-    ``breast_cancer.yaml`` (without its schedule); the project (``[mlops] project_root``) has the repo's
+    The dags folder holds the repo's two DAG files (``dags/ml_pipelines.py`` and the invalid-spec reporter
+    ``dags/ml_pipelines_spec_errors.py``), the example spec ``breast_cancer.yaml`` (without its schedule)
+    and a broken copy of it, :data:`BROKEN_SPEC` (``trian:``); the project (``[mlops] project_root``) has the repo's
     ``include/`` data;
     MLflow is ``mlflow_server_local`` (connection ``mlflow_default``). Log in as ``username``/``password``.
     """
@@ -769,6 +770,10 @@ class AirflowServer:
         return "\n".join(f"--- {s.name}\n{s.log_tail(lines)}" for s in self.services)
 
 
+#: the airflow_server project's invalid spec (the example with ``train:`` misspelt, pipeline broken_pipeline)
+BROKEN_SPEC = "broken_pipeline.yaml"
+
+
 def _airflow_server_env(home: Path, project: Path, port: int, password_file: Path,
                         mlflow: MLflowServer) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items()
@@ -817,12 +822,17 @@ def airflow_server(mlflow_server_local: MLflowServer, pytestconfig: pytest.Confi
     pipelines = project / "dags" / "pipelines"
     pipelines.mkdir(parents=True)
     home.mkdir()
-    shutil.copyfile(REPO_ROOT / "dags" / "ml_pipelines.py", project / "dags" / "ml_pipelines.py")
+    for dag_file in ("ml_pipelines.py", "ml_pipelines_spec_errors.py"):
+        shutil.copyfile(REPO_ROOT / "dags" / dag_file, project / "dags" / dag_file)
     # unscheduled: unpausing a scheduled DAG would start a run of its latest interval besides the test's own
     spec = (REPO_ROOT / "dags" / "pipelines" / "breast_cancer.yaml").read_text()
     # no retries: a failing task must fail the test at once, not after two 5-minute retry delays
     spec = spec.replace('schedule: "@weekly"', "schedule: null", 1).replace("retries: 2,", "retries: 0,", 1)
     (pipelines / "breast_cancer.yaml").write_text(spec)
+    # a broken spec beside it for the whole session, as in a real team's folder: nothing may hide the good one
+    (pipelines / BROKEN_SPEC).write_text(
+        spec.replace("name: breast_cancer", "name: broken_pipeline", 1).replace("\ntrain:", "\ntrian:", 1)
+    )
     shutil.copytree(REPO_ROOT / "include", project / "include")
     from mlops_provider.demo import write_demo_data  # the example's data is generated, not committed
 

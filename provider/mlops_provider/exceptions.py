@@ -71,17 +71,32 @@ class SpecIssue:
 
 @dataclass
 class SpecError(MlopsError):
-    """A spec (or several) is invalid. ``str()`` lists every issue, one per line."""
+    """A spec (or several) is invalid. ``str()`` lists every issue, one per line.
+
+    The first line counts and names the invalid files (and, given ``specs_checked``, says of how many),
+    so a reader of Airflow's import errors sees at a glance how many pipelines are broken and which.
+    """
 
     issues: list[SpecIssue] = field(default_factory=list)
+    specs_checked: int | None = None
 
     def __post_init__(self) -> None:
         super().__init__(str(self))
 
+    @property
+    def files(self) -> list[str]:
+        return sorted({i.file for i in self.issues})
+
     def __str__(self) -> str:
-        files = sorted({i.file for i in self.issues})
-        head = f"{len(self.issues)} error(s) in {len(files)} pipeline spec file(s)"
-        return head + ":\n" + "\n".join(i.format() for i in self.issues)
+        files = self.files
+        counts = {f: sum(1 for i in self.issues if i.file == f) for f in files}
+        named = ", ".join(f"{f} ({n} error{'s' if n > 1 else ''})" for f, n in counts.items())
+        if self.specs_checked is None:
+            head = f"{len(files)} invalid pipeline spec file{'s' if len(files) != 1 else ''}: {named}"
+        else:
+            head = (f"{len(files)} of {self.specs_checked} pipeline specs invalid, their DAGs not loaded "
+                    f"(the other pipelines are unaffected): {named}")
+        return head + "\n" + "\n".join(i.format() for i in self.issues)
 
 
 class StageError(MlopsError):

@@ -1,13 +1,29 @@
-"""Load every pipeline spec into DAGs from one DAG file.
+"""Turn every pipeline spec of a folder into DAGs, and report the invalid ones, from two DAG files.
 
-    # dags/ml_pipelines.py  (Airflow DAG loader)
+    # dags/ml_pipelines.py              the pipelines' DAGs
     from mlops_provider.loader import load_pipelines
 
     load_pipelines(globals())
 
-One bad spec never hides another: valid specs become DAGs; the errors of invalid ones go to Airflow's
-import-errors list (see :class:`~mlops_provider.render.dag.InvalidSpecsDag`). When a worker parses the
-file to run one task, Airflow's parsing context names the DAG, and only that spec is read and built.
+    # dags/ml_pipelines_spec_errors.py  Airflow's import error for every invalid spec; no DAGs
+    from mlops_provider.loader import report_invalid_specs
+
+    report_invalid_specs(globals())
+
+Why two files: Airflow's dag processor marks **every** DAG of a file that has an import error as
+stale (``_update_import_errors`` in ``airflow/dag_processing/collection.py``: the file's DAGs get
+``is_stale``, the scheduler stops running them, the UI shows them as deactivated). So the file that
+holds the pipelines' DAGs must never carry an import error: :func:`load_pipelines` builds the DAGs of
+the valid specs and skips the invalid ones. The second file holds no DAG, so its import error
+deactivates nothing; :func:`report_invalid_specs` puts every issue of every invalid spec
+(file:line:column, key path, hint) into it, where Airflow users look for parse failures: the UI's
+"Dag Import Errors", ``airflow dags list-import-errors`` and the REST API's ``importErrors``. When
+every spec is valid again, the next parse of that file clears the error. A spec that turns invalid
+loses only its own DAGs (the processor deactivates DAGs that a file stops producing); fixed, they come
+back with their history.
+
+When a worker parses ``ml_pipelines.py`` to run one task, Airflow's parsing context names the DAG, and
+only that pipeline's spec is read and built; workers never parse the reporting file (it has no DAGs).
 Nothing heavy is imported and nothing touches the network or the metadata DB.
 """
 
@@ -26,13 +42,13 @@ from mlops_provider.spec.load import LoadedSpec, claim_names, find_spec_files, l
 if TYPE_CHECKING:
     from airflow.sdk import DAG
 
-    from mlops_provider.exceptions import SpecIssue
-    from mlops_provider.plan.model import PipelinePlan
     from mlops_provider.spec.cache import SpecCache
 
 log = logging.getLogger(__name__)
 _NAME_LINE = re.compile(rb"^name:\s*['\"]?([a-z][a-z0-9_]*)", re.M)
 _DAG_SUFFIXES = ("_monitor",)
+#: the DAG id of the reporting file's DAG (it never reaches the metadata DB: its validate() raises)
+INVALID_SPECS_DAG_ID = "mlops_invalid_specs"
 
 
 def load_specs(folder: Path, *, project_root: Path, only_dag_id: str | None = None) -> list[LoadedSpec]:
@@ -89,14 +105,11 @@ def _may_define(path: Path, dag_id: str) -> bool:
     return dag_id == name or any(dag_id == name + suffix for suffix in _DAG_SUFFIXES)
 
 
-def build_plans(loaded: list[LoadedSpec]) -> list[PipelinePlan]:
-    from mlops_provider.plan.build import build_plan
-
-    return [
-        build_plan(item.spec, source=item.display_path, text=item.text, spec_sha256=item.sha256)
-        for item in loaded
-        if item.spec is not None
-    ]
+def _folders(folder: str | Path | None, project_root: str | Path | None) -> tuple[Path, Path]:
+    return (
+        Path(folder) if folder is not None else config.pipelines_folder(),
+        Path(project_root).resolve() if project_root is not None else config.project_root(),
+    )
 
 
 def load_pipelines(
@@ -105,40 +118,88 @@ def load_pipelines(
     folder: str | Path | None = None,
     project_root: str | Path | None = None,
 ) -> dict[str, DAG]:
-    """Build the DAGs of every spec in ``folder`` (default ``[mlops] pipelines_folder``).
+    """Build the DAGs of every valid spec in ``folder`` (default ``[mlops] pipelines_folder``).
 
-    DAGs are put into ``namespace`` (pass ``globals()``) so Airflow finds them, and returned.
+    DAGs are put into ``namespace`` (pass ``globals()``) so Airflow finds them, and returned. Invalid
+    specs are skipped and logged; :func:`report_invalid_specs`, in a DAG file of its own, shows them in
+    Airflow. Never raises for a spec: one broken spec (or one this factory fails to build) must not
+    take the other pipelines down.
     """
     from airflow.sdk import get_parsing_context
 
     from mlops_provider.plan.build import build_plan
-    from mlops_provider.render.dag import render_dag, render_invalid
+    from mlops_provider.render.dag import render_dag
 
     started = time.perf_counter()
-    folder = Path(folder) if folder is not None else config.pipelines_folder()
-    root = Path(project_root).resolve() if project_root is not None else config.project_root()
+    folder, root = _folders(folder, project_root)
     only = get_parsing_context().dag_id
 
     dags: dict[str, DAG] = {}
-    issues: list[SpecIssue] = []
     n_specs = n_invalid = 0
     for item in iter_specs(folder, project_root=root, only_dag_id=only):
         n_specs += 1
-        if item.issues:
+        if not item.ok:
             n_invalid += 1
-            issues.extend(item.issues)
-        if item.spec is None:
+            log.error(
+                "pipeline spec %s is invalid (%d error(s)); its DAGs are not loaded: %s",
+                item.display_path, len(item.issues), "; ".join(i.format() for i in item.issues),
+            )
             continue
-        plan = build_plan(item.spec, source=item.display_path, text=item.text, spec_sha256=item.sha256)
-        for dag_plan in plan.dags:
-            if only is None or dag_plan.dag_id == only:
-                dags[dag_plan.dag_id] = render_dag(dag_plan)
-    if issues and only is None:
-        dags["mlops_invalid_specs"] = render_invalid(issues)
-        for issue in issues:
-            log.error("invalid pipeline spec: %s", issue.format())
+        try:
+            assert item.spec is not None
+            plan = build_plan(item.spec, source=item.display_path, text=item.text, spec_sha256=item.sha256)
+            built = {d.dag_id: render_dag(d) for d in plan.dags if only is None or d.dag_id == only}
+        except Exception:  # a factory bug on one spec: log it, keep the others
+            n_invalid += 1
+            log.exception("pipeline spec %s: building its DAGs failed; they are not loaded", item.display_path)
+            continue
+        dags.update(built)
     if namespace is not None:
         namespace.update({f"mlops_dag__{dag_id}": dag for dag_id, dag in dags.items()})
     log.info("mlops: %d spec(s), %d DAG(s), %d invalid, in %.0f ms", n_specs, len(dags), n_invalid,
              1000 * (time.perf_counter() - started))
     return dags
+
+
+def report_invalid_specs(
+    namespace: MutableMapping[str, Any] | None = None,
+    *,
+    folder: str | Path | None = None,
+    project_root: str | Path | None = None,
+) -> DAG | None:
+    """Make every issue of every invalid spec this DAG file's import error (see the module docstring).
+
+    Returns (and puts into ``namespace``) a DAG whose ``validate()`` raises the :class:`SpecError`, the
+    hook Airflow's DagBag turns into the file's import error with the message alone (no traceback); None
+    when every spec is valid. Put it in a file that defines no other DAG: Airflow deactivates every DAG
+    of a file with an import error.
+    """
+    from airflow.sdk import get_parsing_context
+
+    from mlops_provider.exceptions import SpecError, SpecIssue
+    from mlops_provider.plan.build import build_plan
+    from mlops_provider.render.dag import render_invalid
+
+    if get_parsing_context().dag_id is not None:  # a worker parsing for a task: this file has none
+        return None
+    folder, root = _folders(folder, project_root)
+    issues: list[SpecIssue] = []
+    n_specs = 0
+    for item in iter_specs(folder, project_root=root):
+        n_specs += 1
+        if not item.ok:
+            issues.extend(item.issues)
+            continue
+        assert item.spec is not None
+        try:  # the plan is plain Python and cheap; rendering is left to the loader
+            build_plan(item.spec, source=item.display_path, text=item.text, spec_sha256=item.sha256)
+        except Exception as exc:
+            issues.append(SpecIssue(item.display_path, 1, 1, f"the factory failed to build this spec's "
+                                    f"DAGs: {type(exc).__name__}: {exc}", code="internal",
+                                    hint="a bug in airflow-provider-mlops: please report it"))
+    if not issues:
+        return None
+    dag = render_invalid(SpecError(issues, specs_checked=n_specs), dag_id=INVALID_SPECS_DAG_ID)
+    if namespace is not None:
+        namespace[f"mlops_dag__{INVALID_SPECS_DAG_ID}"] = dag
+    return dag

@@ -10,6 +10,7 @@ import json
 import shutil
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -111,19 +112,23 @@ def test_a_cached_spec_that_became_invalid_reports_the_same_located_issue(
     project: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """custom_entrypoint.yaml names include/suite.json; deleting it breaks the spec without changing it."""
+    from mlops_provider.loader import report_invalid_specs
+
     _load(project)
     (project / "include" / "suite.json").unlink()
-    warm = _load(project)
+    warm, warm_report = _load(project), report_invalid_specs(folder=project / "dags" / "pipelines",
+                                                             project_root=project)
     monkeypatch.setenv("AIRFLOW__MLOPS__SPEC_CACHE", "False")
-    cold = _load(project)
+    cold, cold_report = _load(project), report_invalid_specs(folder=project / "dags" / "pipelines",
+                                                             project_root=project)
 
-    def issues(dags: dict) -> list[str]:
-        return [issue.format() for issue in dags["mlops_invalid_specs"].mlops_issues]
+    def issues(report: Any) -> list[str]:
+        return [issue.format() for issue in report.mlops_error.issues]
 
     assert "custom_entrypoint" not in warm and "custom_entrypoint" not in cold
-    assert issues(warm) == issues(cold)
+    assert issues(warm_report) == issues(cold_report)
     suite_line = "dags/pipelines/custom_entrypoint.yaml:20:"  # validate.suite
-    assert any(line.startswith(suite_line) for line in issues(warm)), issues(warm)
+    assert any(line.startswith(suite_line) for line in issues(warm_report)), issues(warm_report)
 
 
 def test_a_corrupt_cache_file_is_ignored_and_replaced(project: Path) -> None:

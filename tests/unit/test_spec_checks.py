@@ -149,10 +149,15 @@ def test_spec_error_lists_every_issue_one_per_line() -> None:
     ]
     text = str(SpecError(issues))
     assert text.splitlines() == [
-        "2 error(s) in 2 pipeline spec file(s):",
+        "2 invalid pipeline spec files: a.yaml (1 error), b.yaml (1 error)",
         "a.yaml:3:5: x: bad (hint: fix it)",
         "b.yaml:1:1: worse",
     ]
+    counted = str(SpecError([*issues, SpecIssue("a.yaml", 4, 1, "also")], specs_checked=5))
+    assert counted.splitlines()[0] == (
+        "2 of 5 pipeline specs invalid, their DAGs not loaded (the other pipelines are unaffected): "
+        "a.yaml (2 errors), b.yaml (1 error)"
+    )
 
 
 def test_the_invalid_specs_dag_id_is_reserved(tmp_path: Path) -> None:

@@ -14,7 +14,6 @@ from mlops_provider.exceptions import SpecError
 if TYPE_CHECKING:
     from airflow.sdk import BaseOperator
 
-    from mlops_provider.exceptions import SpecIssue
     from mlops_provider.plan.model import DagPlan
 
 # Presets Airflow accepts as a schedule but a cron timetable (needed to combine with an asset) does not.
@@ -84,21 +83,21 @@ def render_dag(plan: DagPlan) -> DAG:
 
 
 class InvalidSpecsDag(DAG):
-    """Carries the errors of every invalid spec into Airflow's import-errors list.
+    """Carries the errors of every invalid spec into Airflow's import-errors list (never stored).
 
-    The DAG processor calls ``validate()`` on each DAG it found in a file and records the exception as
-    that file's import error while still keeping the file's other DAGs. So the valid pipelines stay up,
-    and the UI's "DAG Import Errors" banner, ``airflow dags list-import-errors`` and the REST API's
-    ``importErrors`` list every broken spec with file:line:column and message. This DAG is never stored.
+    Airflow's DagBag calls ``validate()`` on each DAG of a file and records the exception as that
+    file's import error, ``"SpecError: <message>"`` without a traceback. Only
+    :func:`~mlops_provider.loader.report_invalid_specs` builds one, in a file with no other DAG: the dag
+    processor deactivates every DAG of a file that has an import error.
     """
 
-    mlops_issues: list[SpecIssue]
+    mlops_error: SpecError
 
     def validate(self) -> None:
-        raise SpecError(self.mlops_issues)
+        raise self.mlops_error
 
 
-def render_invalid(issues: list[SpecIssue]) -> DAG:
-    dag = InvalidSpecsDag(dag_id="mlops_invalid_specs", schedule=None)
-    dag.mlops_issues = list(issues)
+def render_invalid(error: SpecError, *, dag_id: str) -> DAG:
+    dag = InvalidSpecsDag(dag_id=dag_id, schedule=None)
+    dag.mlops_error = error
     return dag
