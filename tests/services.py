@@ -695,8 +695,8 @@ class AirflowServer:
 
     The dags folder holds the repo's two DAG files (``dags/ml_pipelines.py`` and the invalid-spec reporter
     ``dags/ml_pipelines_spec_errors.py``), the example spec ``breast_cancer.yaml`` (without its schedule)
-    and a broken copy of it, :data:`BROKEN_SPEC` (``trian:``); the project (``[mlops] project_root``) has the repo's
-    ``include/`` data;
+    and a broken copy of it, :data:`BROKEN_SPEC` (``trian:``); the project (``[mlops] project_root``) has
+    the repo's ``include/`` data;
     MLflow is ``mlflow_server_local`` (connection ``mlflow_default``). Log in as ``username``/``password``.
     """
 
@@ -739,8 +739,11 @@ class AirflowServer:
         text = raw.decode(errors="replace")
         return status, json.loads(text) if "json" in ctype and text else text
 
-    def run_dag(self, dag_id: str, *, timeout: float = 900) -> dict[str, Any]:
-        """Unpause, trigger and wait for one run of ``dag_id`` (once per session); returns the DAG run."""
+    def run_dag(self, dag_id: str, *, timeout: float = 900, expect: str = "success") -> dict[str, Any]:
+        """Unpause, trigger and wait for one run of ``dag_id`` (once per session); returns the DAG run.
+
+        Raises unless the run ends in the state ``expect``.
+        """
         if dag_id in self._finished:
             return self._finished[dag_id]
         token = self.token()
@@ -760,9 +763,11 @@ class AirflowServer:
             if time.monotonic() > deadline:
                 raise RuntimeError(f"{dag_id} still {run!r} after {timeout:.0f} s\n{self.log_tails()}")
             time.sleep(2)
-        if run["state"] != "success":
+        if run["state"] != expect:
             _, tis = self.request("GET", f"{path}/taskInstances", token=self.token())
-            raise RuntimeError(f"{dag_id} run failed: {tis!r}\n{self.log_tails()}")
+            raise RuntimeError(
+                f"{dag_id} run ended {run['state']}, not {expect}: {tis!r}\n{self.log_tails()}"
+            )
         self._finished[dag_id] = run
         return run
 

@@ -151,7 +151,8 @@ def load_pipelines(
             built = {d.dag_id: render_dag(d) for d in plan.dags if only is None or d.dag_id == only}
         except Exception:  # a factory bug on one spec: log it, keep the others
             n_invalid += 1
-            log.exception("pipeline spec %s: building its DAGs failed; they are not loaded", item.display_path)
+            log.exception("pipeline spec %s: building its DAGs failed; they are not loaded",
+                          item.display_path)
             continue
         dags.update(built)
     if namespace is not None:

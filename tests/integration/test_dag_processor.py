@@ -110,8 +110,10 @@ def test_a_spec_that_turns_bad_takes_down_only_its_own_dags_and_fixing_it_brings
 def test_every_bad_spec_is_counted_and_named_in_the_first_line(dag_processor: DagProcessor) -> None:
     _add(dag_processor, ("good", "minimal_regression.yaml"), ("bad", "unknown_keys.yaml"),
          ("bad", "bad_metrics.yaml"), ("bad", "yaml_syntax.yaml"))
-    dag_processor.wait(lambda: REPORTER in dag_processor.import_errors() and _active(dag_processor, REGRESSION),
-                       "the bad specs reported")
+    dag_processor.wait(
+        lambda: REPORTER in dag_processor.import_errors() and _active(dag_processor, REGRESSION),
+        "the bad specs reported",
+    )
     head = dag_processor.import_errors()[REPORTER].splitlines()[0]
     assert head.startswith("SpecError: 3 of 4 pipeline specs invalid"), head
     for name in ("bad_metrics.yaml", "unknown_keys.yaml", "yaml_syntax.yaml"):

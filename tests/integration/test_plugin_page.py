@@ -106,3 +106,47 @@ def test_values_from_specs_are_escaped() -> None:
     html = render([row], airflow_url="/", user="<b>eve</b>")
     assert "<script>" not in html and "<img" not in html and "<b>eve" not in html
     assert "&lt;script&gt;" in html
+
+
+def test_the_page_tells_the_truth_about_failed_paused_and_unmonitored_pipelines(
+    airflow_server: AirflowServer,
+) -> None:
+    """A run that failed names its task and error and links its MLflow run; a pipeline that was never
+    registered has no MLflow model link; one without `monitor` is not "waiting for a monitoring run";
+    paused and deactivated DAGs say so."""
+    airflow_server.run_dag("breast_cancer")  # unpaused; its monitor and batch DAGs stay paused
+    folder = airflow_server.pipelines_folder
+    example = (folder / "breast_cancer.yaml").read_text()
+    failing = (
+        example.replace("name: breast_cancer", "name: never_enough_rows", 1)
+        .replace("model: breast_cancer_classifier", "model: never_enough_rows_model", 1)
+        .replace("{min_value: 100}", "{min_value: 1000000}", 1)
+    )
+    failing = failing[: failing.index("\nmonitor:")] + "\n"  # and no monitor section
+    (folder / "never_enough_rows.yaml").write_text(failing)
+    try:
+        run = airflow_server.run_dag("never_enough_rows", expect="failed")
+        status, page = airflow_server.request("GET", "/mlops/", accept="text/html")
+        assert status == 200, page
+
+        row = row_of(page, "never_enough_rows")
+        assert "failed" in row and run["dag_run_id"] in row
+        assert "task <code>validate</code> failed" in row, row
+        failure = re.search(r'<code class="failure">(.*?)</code>', row)
+        assert failure and failure.group(1).startswith(
+            "DataValidationError: Data validation failed: 1 of 3 expectation(s) not met on 569 rows: "
+        ), row
+        assert "expect_table_row_count_to_be_between" in failure.group(1), failure.group(1)
+        assert re.search(r'href="[^"]+/#/experiments/\d+/runs/\w+"[^>]*>MLflow run</a>', row), row
+        assert "MLflow model" not in row  # validate failed: nothing was ever registered
+        assert "not registered yet" in row
+        assert "not monitored" in row and "monitoring run" not in row
+
+        good = row_of(page, "breast_cancer")
+        assert re.search(r'breast_cancer_monitor</a> <span class="muted">monitor</span>'
+                         r' <span class="muted dag-state">paused</span>', good), good
+        assert "MLflow model" in good
+        summary = re.search(r'<p class="summary">(.*?)</p>', page, re.S)
+        assert summary and "1 invalid" in summary.group(1), page[:2000]
+    finally:
+        (folder / "never_enough_rows.yaml").unlink()

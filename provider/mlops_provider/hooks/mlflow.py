@@ -47,6 +47,9 @@ TAG_SNAPSHOT_URI = "mlops.snapshot_uri"
 TAG_TRAIN_URI = "mlops.train_uri"
 #: sha256 of dag_id + run_id: a run id may contain quotes, which MLflow's filter syntax cannot escape.
 TAG_RUN_KEY = "mlops.run_key"
+#: on a pipeline run that ended FAILED: the task that failed for good and the first line of its error
+TAG_FAILED_TASK = "mlops.failed_task"
+TAG_FAILURE = "mlops.failure"
 
 _ENV_LOCK = threading.RLock()
 _CONNECTION_ERROR_MARKERS = (
@@ -448,6 +451,15 @@ class MLflowHook(BaseHook):
             self.client.update_run(run_id, status="RUNNING")
         return str(run_id)
 
+    def record_failure(self, run_id: str, *, task_id: str, error: BaseException | str | None) -> None:
+        """Tag the pipeline run with the task that failed for good and its error's first line (redacted)."""
+        from mlflow.entities import RunTag
+
+        tags = [RunTag(TAG_FAILED_TASK, task_id)]
+        if error is not None:
+            tags.append(RunTag(TAG_FAILURE, failure_line(error)))
+        self.client.log_batch(run_id, tags=tags)
+
     def end_pipeline_run(self, run_id: str, status: str = "FINISHED") -> None:
         """End the pipeline run: ``FINISHED`` after the last stage, ``FAILED`` when a stage fails for good."""
         self.client.set_terminated(run_id, status=status)
@@ -455,7 +467,35 @@ class MLflowHook(BaseHook):
 
 def run_key(context: Mapping[str, Any]) -> str:
     ti = context["ti"]
-    return hashlib.sha256(f"{ti.dag_id}\x1f{ti.run_id}".encode()).hexdigest()[:32]
+    return dag_run_key(str(ti.dag_id), str(ti.run_id))
+
+
+def dag_run_key(dag_id: str, run_id: str) -> str:
+    """The value of ``mlops.run_key`` on the MLflow run of one DAG run (run ids are too long for a tag)."""
+    return hashlib.sha256(f"{dag_id}\x1f{run_id}".encode()).hexdigest()[:32]
+
+
+def failure_line(error: BaseException | str, limit: int = 300) -> str:
+    """``Type: first line of the message``, with Airflow's secret masking applied, at most ``limit`` chars."""
+    if isinstance(error, BaseException):
+        # "retrying cannot help" wraps the stage's own error in AirflowFailException: name the stage's
+        if type(error).__name__ == "AirflowFailException" and error.__cause__ is not None:
+            error = error.__cause__
+        lines = [line.strip() for line in str(error).strip().splitlines() if line.strip()]
+        name = type(error).__name__
+    else:
+        lines, name = [line.strip() for line in error.strip().splitlines() if line.strip()], ""
+    text = lines[0] if lines else ""
+    if text.endswith(":") and len(lines) > 1:  # "3 expectations not met:" says little without the first
+        text = f"{text} {lines[1]}"
+    text = f"{name}: {text}" if name and text else name or text
+    try:
+        from airflow.sdk.log import redact
+
+        text = str(redact(text))
+    except ImportError:  # pragma: no cover - an Airflow without the task SDK's masker
+        pass
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def _uri_from_connection(conn: Connection) -> str:

@@ -29,6 +29,7 @@ def mark_pipeline_run_failed(context: Context) -> None:
         return
     run_id = task.hook.find_pipeline_run(context, experiment=task.experiment)
     if run_id is not None:
+        task.hook.record_failure(run_id, task_id=task.task_id, error=context.get("exception"))
         task.hook.end_pipeline_run(run_id, "FAILED")
         task.log.info("Marked MLflow run %s as FAILED", run_id)
 

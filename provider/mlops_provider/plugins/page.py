@@ -116,10 +116,17 @@ def _pipeline(row: PipelineRow, airflow_url: str) -> str:
         return '<span class="muted">-</span>'
     dags = "".join(
         f"<li>{_a(Link(dag_id, _dag_url(airflow_url, dag_id)), external=False)} "
-        f'<span class="muted">{escape(kind)}</span></li>'
+        f'<span class="muted">{escape(kind)}</span>{_dag_state(row.dag_states.get(dag_id))}</li>'
         for dag_id, kind in row.dag_ids.items()
     )
     return f"<strong>{escape(row.name)}</strong><ul>{dags}</ul>"
+
+
+def _dag_state(state: str | None) -> str:
+    if state is None or state == "active":
+        return ""
+    css = "muted" if state == "paused" else "bad"
+    return f' <span class="{css} dag-state">{escape(state)}</span>'
 
 
 def _champion(row: PipelineRow) -> str:
@@ -144,8 +151,10 @@ def _drift(row: PipelineRow) -> str:
     if row.mlflow_error:
         return '<span class="muted">-</span>'
     drift = row.drift
+    if not row.monitored:
+        return '<span class="muted">not monitored (no monitor section)</span>' if row.name else "-"
     if drift is None:
-        return '<span class="muted">no monitoring run</span>'
+        return '<span class="muted">no monitoring run yet</span>'
     if drift.dataset_drift is None:
         verdict = f'<span class="muted">{escape(drift.status.lower())}, no verdict</span>'
     elif drift.dataset_drift:
@@ -166,9 +175,14 @@ def _last_run(row: PipelineRow, airflow_url: str) -> str:
     state = run.state or "none"
     css = {"success": "ok", "failed": "bad"}.get(state, "muted")
     url = f"{_dag_url(airflow_url, run.dag_id)}/runs/{quote(run.run_id, safe='')}"
-    return f'<span class="{css}">{escape(state)}</span>{_when(run.started)}<br>' + _a(
-        Link(run.run_id, url), external=False
-    )
+    failure = ""
+    if state == "failed":
+        task = f"task <code>{escape(run.failed_task)}</code>" if run.failed_task else "a task"
+        error = f": <code class=\"failure\">{escape(run.failure)}</code>" if run.failure else ""
+        failure = f'<br><span class="bad">{task} failed</span>{error}'
+    links = "".join(f" · {_a(link)}" for link in run.links)
+    return (f'<span class="{css}">{escape(state)}</span>{_when(run.started)}{failure}<br>'
+            + _a(Link(run.run_id, url), external=False) + links)
 
 
 def render(rows: list[PipelineRow], *, airflow_url: str, user: str) -> str:
@@ -182,11 +196,18 @@ def render(rows: list[PipelineRow], *, airflow_url: str, user: str) -> str:
     )
     if not rows:
         body = '<tr><td colspan="7" class="muted">No pipeline specs (or none you may read).</td></tr>'
+    invalid = sum(1 for row in rows if not row.valid)
+    css = "bad" if invalid else "ok"
+    summary = (f'<p class="summary">{len(rows)} pipeline spec{"s" if len(rows) != 1 else ""}: '
+               f'{len(rows) - invalid} valid, <span class="{css}">{invalid} invalid</span>'
+               + (" (their DAGs are not loaded; Airflow shows the errors as the import error of "
+                  "<code>ml_pipelines_spec_errors.py</code>)" if invalid else "") + "</p>")
     return (
         '<!doctype html><html lang="en"><head><meta charset="utf-8"><title>ML pipelines</title>'
         f"<style>{_STYLE}</style></head><body>"
         f'<p><a href="{escape(airflow_url)}">Airflow</a> · signed in as {escape(user)}</p>'
-        "<h1>ML pipelines</h1><table><thead><tr><th>Spec file</th><th>Lint</th><th>Pipeline / DAGs</th>"
+        f"<h1>ML pipelines</h1>{summary}"
+        "<table><thead><tr><th>Spec file</th><th>Lint</th><th>Pipeline / DAGs</th>"
         "<th>Champion</th><th>Last drift check</th><th>Last training run</th><th>MLflow</th></tr></thead>"
         f"<tbody>{body}</tbody></table></body></html>"
     )

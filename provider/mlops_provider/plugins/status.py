@@ -56,6 +56,14 @@ class LastRun:
     run_id: str
     state: str | None
     started: dt.datetime | None
+    failed_task: str | None = None  # the first task that failed for good, from Airflow's metadata DB
+    failure: str | None = None  # the first line of its error, from the pipeline's MLflow run
+    links: list[Link] = field(default_factory=list)
+
+
+#: what Airflow does with a DAG of the spec: scheduled, paused, deactivated by the dag processor, or not
+#: (yet) stored by it (a new spec before its first parse, or a DAG the loader failed to build)
+DAG_STATES = ("active", "paused", "deactivated", "not loaded")
 
 
 @dataclass
@@ -64,6 +72,9 @@ class PipelineRow:
     issues: list[str] = field(default_factory=list)
     name: str | None = None
     dag_ids: dict[str, str] = field(default_factory=dict)  # dag id -> kind (training, monitor, batch)
+    dag_states: dict[str, str] = field(default_factory=dict)  # dag id -> one of DAG_STATES
+    monitored: bool = False  # the spec has a monitor section
+    model_registered: bool | None = None  # None: MLflow not asked (down, or the spec invalid)
     model_name: str | None = None
     tracking_uri: str | None = None
     mlflow_error: str | None = None
@@ -97,6 +108,7 @@ def _row(item: LoadedSpec) -> PipelineRow:
         row.name = spec.name
         row.dag_ids = dict(spec.dag_ids)
         row.model_name = spec.model_name
+        row.monitored = spec.monitor is not None
     return row
 
 
@@ -119,6 +131,7 @@ def collect(
             continue
         rows.append(row)
         if session is not None:
+            row.dag_states = dag_states(session, list(row.dag_ids))
             row.last_run = last_run(session, spec.name)
         hook = hooks.get(spec.mlflow.conn_id)
         if hook is None:
@@ -149,9 +162,15 @@ def _fill_from_mlflow(row: PipelineRow, spec: PipelineSpec, hook: MLflowHook, do
         hook.check_available(timeout=HEALTH_TIMEOUT)
         ui = ui_base_url(uri)
         client = hook.client
-        row.links.append(Link("MLflow model", f"{ui}/#/models/{_quote(spec.model_name)}"))
-        row.champion, row.champion_note = champion(client, spec, ui)
+        row.model_registered = model_registered(client, spec.model_name)
+        if row.model_registered:
+            row.links.append(Link("MLflow model", f"{ui}/#/models/{_quote(spec.model_name)}"))
+            row.champion, row.champion_note = champion(client, spec, ui)
+        else:
+            row.champion_note = f"model {spec.model_name!r} not registered yet"
         row.drift = last_drift(client, spec, ui)
+        if row.last_run is not None:
+            _fill_failure(row.last_run, client, spec, ui)
     except ServiceUnavailableError:
         down[uri] = row.mlflow_error = f"MLflow unreachable: {uri}"
     except Exception as exc:  # one broken pipeline must not take the page down
@@ -162,6 +181,39 @@ def _quote(value: str) -> str:
     from urllib.parse import quote
 
     return quote(value, safe="")
+
+
+def model_registered(client: Any, name: str) -> bool:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        client.get_registered_model(name)
+    except MlflowException as exc:
+        if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "NOT_FOUND"):
+            return False
+        raise
+    return True
+
+
+def _fill_failure(run: LastRun, client: Any, spec: PipelineSpec, ui: str) -> None:
+    """The pipeline's MLflow run of that DAG run: a link, and (failed) the first line of the error."""
+    from mlops_provider.hooks.mlflow import TAG_FAILED_TASK, TAG_FAILURE, TAG_RUN_KEY, dag_run_key
+
+    experiment = client.get_experiment_by_name(spec.experiment)
+    if experiment is None:
+        return
+    found = client.search_runs(
+        [experiment.experiment_id],
+        filter_string=f"tags.`{TAG_RUN_KEY}` = '{dag_run_key(run.dag_id, run.run_id)}'",
+        max_results=1,
+    )
+    if not found:
+        return
+    mlflow_run = found[0]
+    run.links.append(Link("MLflow run", run_url(ui, mlflow_run.info.experiment_id, mlflow_run.info.run_id)))
+    if run.state == "failed":
+        run.failure = mlflow_run.data.tags.get(TAG_FAILURE)
+        run.failed_task = run.failed_task or mlflow_run.data.tags.get(TAG_FAILED_TASK)
 
 
 def champion(client: Any, spec: PipelineSpec, ui: str) -> tuple[Champion | None, str | None]:
@@ -235,4 +287,29 @@ def last_run(session: Session, dag_id: str) -> LastRun | None:
     if run is None:
         return None
     state = getattr(run.state, "value", run.state)
-    return LastRun(dag_id, run.run_id, None if state is None else str(state), run.start_date)
+    failed_task = None
+    if state == "failed":
+        from airflow.models.taskinstance import TaskInstance
+
+        failed_task = session.scalars(
+            select(TaskInstance.task_id)
+            .where(TaskInstance.dag_id == dag_id, TaskInstance.run_id == run.run_id,
+                   TaskInstance.state == "failed")
+            .order_by(TaskInstance.end_date)
+            .limit(1)
+        ).first()
+    return LastRun(dag_id, run.run_id, None if state is None else str(state), run.start_date, failed_task)
+
+
+def dag_states(session: Session, dag_ids: list[str]) -> dict[str, str]:
+    """Each DAG id → ``active``, ``paused``, ``deactivated`` (stale) or ``not loaded`` (metadata DB)."""
+    from airflow.models.dag import DagModel
+    from sqlalchemy import select
+
+    found = {
+        dag_id: "deactivated" if stale else "paused" if paused else "active"
+        for dag_id, paused, stale in session.execute(
+            select(DagModel.dag_id, DagModel.is_paused, DagModel.is_stale).where(DagModel.dag_id.in_(dag_ids))
+        )
+    }
+    return {dag_id: found.get(dag_id, "not loaded") for dag_id in dag_ids}
