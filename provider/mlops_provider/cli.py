@@ -232,8 +232,9 @@ def run(
 ) -> None:
     """Run a DAG of the spec once, in-process (Airflow dag.test), with the current Airflow/MLflow config.
 
-    Exit status 0 if the DAG run succeeded, 1 if it failed (e.g. a gate rejected the model), 2 if the spec
-    is invalid. Prints the MLflow run, verdict, model version and alias.
+    Exit status 0 if the DAG run succeeded (and promoted), 1 if it failed, 2 if the spec is invalid, 3 if
+    the evaluation gate rejected the candidate (nothing registered, the alias stays). Prints the MLflow
+    run, verdict, model version and alias.
     """
     from mlops_provider.run import run_command
 

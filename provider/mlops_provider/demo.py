@@ -4,16 +4,19 @@
 
 1. writes scikit-learn's bundled breast cancer data to ``include/data/breast_cancer.csv`` and a
    drifted "live" sample to ``include/data/breast_cancer_live.csv`` (for the monitor DAG), unless present;
-2. runs the training DAG of ``dags/pipelines/breast_cancer.yaml`` through Airflow (``dag.test()``, the
-   metadata DB of ``AIRFLOW_HOME``) with the embedded MLflow store (``.mlops/``) — twice, so the second
-   candidate is compared with the first one's ``@champion``;
+2. runs the training DAG ``breast_cancer`` through Airflow (``dag.test()``, the metadata DB of
+   ``AIRFLOW_HOME``) with the embedded MLflow store (``.mlops/``) twice: first as "last month's" spec
+   (a small forest: ``dags/pipelines/breast_cancer.yaml`` with other ``train.params``, written to
+   ``<AIRFLOW_HOME>/demo/``), then as committed, so the second candidate must beat the first one's
+   ``@champion`` (a tie would keep it);
 3. runs the batch-scoring DAG (``@champion`` scores the "live" sample into ``predictions/``) and the
    monitor DAG (Evidently drift of that sample; drift emits the asset that schedules retraining);
 4. runs the same stages as one plain Python script (``bench/plain_pipeline.py``) on the same data and
    prints the orchestration overhead (Airflow wall time / plain wall time);
 5. prints what happened and where to look.
 
-Task logs go to ``<AIRFLOW_HOME>/demo-run-<n>.log``; the summary goes to the terminal.
+Each task's log is where the Airflow UI reads it (``<AIRFLOW_HOME>/logs/``); every run's output also goes to
+``<AIRFLOW_HOME>/demo-*.log``; the summary goes to the terminal.
 """
 
 from __future__ import annotations
@@ -32,6 +35,21 @@ if TYPE_CHECKING:
 
 SPEC = Path("dags/pipelines/breast_cancer.yaml")
 DATA = Path("include/data")
+
+
+#: what "last month's" spec trained: a forest small enough for today's spec to beat it
+LAST_MONTHS_PARAMS = "params: {n_estimators: 3, max_depth: 1, random_state: 42}"
+
+
+def last_months_spec(root: Path, home: Path) -> Path:
+    """The example spec as it was "last month": the same pipeline with a weaker ``train.params``."""
+    text = (root / SPEC).read_text()
+    current = next(line for line in text.splitlines() if line.strip().startswith("params:"))
+    older = text.replace(current, current[: len(current) - len(current.lstrip())] + LAST_MONTHS_PARAMS, 1)
+    path = home / "demo" / SPEC.name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(older)
+    return path
 
 
 def write_demo_data(root: Path) -> list[Path]:
@@ -143,12 +161,15 @@ def main(argv: list[str] | None = None) -> int:
     results = []
     for number in range(1, args.runs + 1):
         log = home / f"demo-run-{number}.log"
+        spec, which = root / SPEC, f"as committed in {SPEC}"
+        if number == 1 and args.runs > 1:
+            spec, which = last_months_spec(root, home), f"last month's spec: {LAST_MONTHS_PARAMS}"
         _say(
             f"\nRun {number}/{args.runs}: DAG breast_cancer (ingest > validate > train > evaluate > register"
-            f" > deploy); task logs: {log}"
+            f" > deploy), {which}; output: {log}"
         )
         with output_to(log):
-            result = run_spec(root / SPEC, project_root=root)
+            result = run_spec(spec, project_root=root)
         results.append(result)
         _say(result.summary())
         if not result.ok:
@@ -246,11 +267,16 @@ def main(argv: list[str] | None = None) -> int:
         f"  MLflow:  .venv/bin/mlflow ui --backend-store-uri {tracking}   then http://localhost:5000"
         f"  (run {last.mlflow_run_id})"
     )
+    port = 8080
     _say(
         f"  Airflow: PATH=$PWD/.venv/bin:$PATH AIRFLOW_HOME={home} "
-        f"AIRFLOW__CORE__DAGS_FOLDER={root / 'dags'} AIRFLOW__CORE__LOAD_EXAMPLES=False airflow standalone"
+        f"AIRFLOW__CORE__DAGS_FOLDER={root / 'dags'} AIRFLOW__CORE__LOAD_EXAMPLES=False "
+        f"AIRFLOW__API__PORT={port} AIRFLOW__API__BASE_URL=http://localhost:{port} "
+        f"AIRFLOW__CORE__EXECUTION_API_SERVER_URL=http://localhost:{port}/execution/ airflow standalone"
     )
-    _say(f"  Task logs: {home}/demo-run-*.log")
+    _say(f"           then http://localhost:{port} (another port: change all three {port}s); the task logs "
+         "of these runs are in the UI")
+    _say(f"  Output of each run: {home}/demo-*.log")
     return 0
 
 

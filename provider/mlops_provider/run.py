@@ -71,6 +71,11 @@ class RunResult:
         return None if self.ok else f"DAG run ended {self.state}"
 
     @property
+    def rejected(self) -> bool:
+        """The run did its work and the evaluation gate said no: nothing registered, the alias stays."""
+        return bool(self.verdict) and self.verdict.get("status") == "rejected"  # type: ignore[union-attr]
+
+    @property
     def model_version(self) -> str | None:
         registered = self.xcom.get("register") or {}
         return registered.get("version")
@@ -105,6 +110,7 @@ class RunResult:
             "promotion": self.promotion,
             "scored": self.scored,
             "failure": self.failure,
+            "rejected": self.rejected,
         }
 
     def summary(self) -> str:
@@ -135,6 +141,11 @@ class RunResult:
                 f"  alias: @{self.promotion['alias']} -> v{self.promotion['version']}"
                 + (f" (was v{previous})" if previous else " (first champion)")
             )
+        if self.rejected and self.verdict:
+            alias = self.verdict.get("champion_alias") or "champion"
+            holder = self.verdict.get("champion_version")
+            stays = f"@{alias} stays on v{holder}" if holder else f"no version holds @{alias} yet"
+            lines.append(f"  promotion: none, the candidate was rejected; {stays}")
         if self.scored:
             s = self.scored
             lines.append(f"  scored: {s['rows']} rows with {s['model_name']} v{s['model_version']} "
@@ -271,10 +282,11 @@ def _verdict_from_mlflow(tracking: dict[str, Any], conn_id: str | None) -> dict[
 def run_dag(dag: DAG, *, mlflow_conn_id: str | None = None, logical_date: Any = None) -> RunResult:
     """``dag.test()`` with the outcome collected. The metadata DB must exist (:func:`ensure_metadata_db`)."""
     from mlops_provider.links.mlflow import MLflowRunLink
+    from mlops_provider.task_logs import task_logs_in_airflow
 
     started = time.perf_counter()
     store_dag(dag)
-    with recording_failures() as errors:
+    with recording_failures() as errors, task_logs_in_airflow():
         dag_run = dag.test(logical_date=logical_date) if logical_date is not None else dag.test()
     seconds = time.perf_counter() - started
     tasks = [
@@ -361,7 +373,11 @@ def redirect_output(target_fd: int, *, stderr_too: bool = False) -> Iterator[Non
 def run_command(
     spec: Path, *, dag: str = "training", as_json: bool = False, project_root: Path | None = None
 ) -> int:
-    """``mlops run``: run, print the outcome, return the exit status (0 success, 1 failed, 2 bad spec)."""
+    """``mlops run``: run, print the outcome, return the exit status.
+
+    0 the run succeeded (and promoted, for a training DAG), 1 it failed, 2 the spec is invalid, 3 the run
+    succeeded but the evaluation gate rejected the candidate (nothing registered, the alias stays).
+    """
     import json
     import sys
 
@@ -378,4 +394,6 @@ def run_command(
         print(json.dumps(result.as_dict(), indent=2, default=str))
     else:
         print("\n" + result.summary())
-    return 0 if result.ok else 1
+    if not result.ok:
+        return 1
+    return 3 if result.rejected else 0

@@ -130,10 +130,11 @@ def training_dag(
     model: str,
     source: str = "include/data/breast_cancer.csv",
     thresholds: dict[str, dict[str, float]] | None = None,
-    fail_on_rejection: bool = True,
+    on_rejection: str = "skip",
     retries: int = 2,
     register_class: type | None = None,
     extra: Any = None,
+    hyperparams: dict[str, Any] | None = None,
 ) -> Any:
     """A hand-written DAG of the stage operators: ingest → train → evaluate → register → deploy.
 
@@ -162,7 +163,7 @@ def training_dag(
             "train": TrainModelOperator(
                 task_id="train",
                 estimator="sklearn.ensemble.RandomForestClassifier",
-                hyperparams={"n_estimators": 20, "max_depth": 4},
+                hyperparams=hyperparams or {"n_estimators": 20, "max_depth": 4},
                 seed=0,
                 **common,
             ),
@@ -172,7 +173,7 @@ def training_dag(
                 thresholds=thresholds if thresholds is not None else {"roc_auc": {"min": 0.9}},
                 champion_metric="roc_auc",
                 champion_alias="champion",
-                fail_on_rejection=fail_on_rejection,
+                on_rejection=on_rejection,
                 **common,
             ),
             "register": (register_class or RegisterModelOperator)(

@@ -63,6 +63,17 @@ def test_demo_end_to_end(tmp_path: Path) -> None:
     assert len(ratios) == 2 and all(float(r) > 0 for r in ratios)
     assert f"mlflow ui --backend-store-uri sqlite:///{root}/.mlops/mlflow.db" in out
     assert "airflow standalone" in out
+    where = next(line for line in out.splitlines() if "airflow standalone" in line)
+    port = re.search(r"AIRFLOW__API__PORT=(\d+)", where).group(1)  # type: ignore[union-attr]
+    assert f"AIRFLOW__CORE__EXECUTION_API_SERVER_URL=http://localhost:{port}/execution/" in where
+    assert f"AIRFLOW__API__BASE_URL=http://localhost:{port}" in where
+    # run 1 was last month's weaker spec; run 2 (as committed) beat it, strictly
+    assert "last month's spec: params: {n_estimators: 3, max_depth: 1" in out
+    assert re.search(r"vs @champion v1 0\.\d+: improvement \+0\.0*[1-9]", out), out[-3000:]
+    # the task logs are where the Airflow UI reads them: one file per task try under AIRFLOW_HOME/logs
+    logs_dir = root / ".airflow" / "logs"
+    evaluate_logs = sorted(logs_dir.glob("dag_id=breast_cancer/run_id=*/task_id=evaluate/*.log"))
+    assert len(evaluate_logs) == 2 and all("Verdict: PASSED" in p.read_text() for p in evaluate_logs)
 
     # the lifecycle after training: @champion (v2) scored the live sample, and the monitor saw its drift
     assert re.search(r"batch: +300 rows scored by breast_cancer_classifier v2 -> .*predictions/.*\.parquet",

@@ -108,8 +108,13 @@ def _predict(url: str, rows: list[dict[str, Any]]) -> list[Any]:
     return list(response.json()["predictions"])
 
 
-def _deploy_dag(dag_id: str, experiment: str, model: str, target: dict[str, Any]) -> Any:
-    dag = training_dag(dag_id, experiment=experiment, model=model)
+#: forests that beat each other in this order on the test split (a candidate must beat the champion)
+_STRONGER = ({"n_estimators": 2, "max_depth": 1}, {"n_estimators": 5, "max_depth": 2},
+             {"n_estimators": 20, "max_depth": 4})
+
+
+def _deploy_dag(dag_id: str, experiment: str, model: str, target: dict[str, Any], step: int) -> Any:
+    dag = training_dag(dag_id, experiment=experiment, model=model, hyperparams=_STRONGER[step])
     deploy = dag.get_task("deploy")
     deploy.targets = [target]
     deploy.target_column = "target"
@@ -139,7 +144,7 @@ def test_deploy_health_checks_then_swaps_and_a_failed_check_changes_nothing(
     client = embedded_client(project)
     rows = [{c: 1.0 for c in _feature_names()}]
 
-    first = run_dag(_deploy_dag(dag_id, experiment, model, target))
+    first = run_dag(_deploy_dag(dag_id, experiment, model, target, 0))
     assert first.ok, first.failure
     assert first.xcom["deploy"]["serving"] == {f"docker:{name}": f"http://127.0.0.1:{port}"}
     assert alias_holder(client, model, "champion") == "1"
@@ -155,7 +160,7 @@ def test_deploy_health_checks_then_swaps_and_a_failed_check_changes_nothing(
     assert _predict(f"http://127.0.0.1:{port}", rows) == own
 
     started = dt.datetime.now(dt.timezone.utc) - dt.timedelta(seconds=1)
-    second = run_dag(_deploy_dag(dag_id, experiment, model, target))
+    second = run_dag(_deploy_dag(dag_id, experiment, model, target, 1))
     assert second.ok, second.failure
     # the other slot: the old container kept serving on its port until the new one was healthy
     assert second.xcom["deploy"]["serving"] == {f"docker:{name}": f"http://127.0.0.1:{port + 1}"}
@@ -166,13 +171,15 @@ def test_deploy_health_checks_then_swaps_and_a_failed_check_changes_nothing(
     v1_stopped = min(t for t, action, who in events if action in ("kill", "die") and who == f"{name}-v1")
     answered = _answered_at(docker_engine, _containers(docker_engine, name)[0]["id"])
     assert v2_started < answered < v1_stopped, (events, answered)
-    assert _predict(f"http://127.0.0.1:{port + 1}", rows) == own
+    with fluent_uris(client.tracking_uri):
+        own_v2 = mlflow.pyfunc.load_model(f"models:/{model}/2").predict(_frame(rows)).tolist()
+    assert _predict(f"http://127.0.0.1:{port + 1}", rows) == own_v2
     moves = json.loads(client.get_registered_model(model).tags["mlops.champion.move.000002"])
     assert moves["serving"] == [f"docker:{name}"]
 
     # a target that cannot serve (the image's own python3 has no mlflow): the alias and v2 stay
     broken = {**target, "python": "/usr/bin/python3", "environment": {}}
-    third = run_dag(_deploy_dag(dag_id, experiment, model, broken))
+    third = run_dag(_deploy_dag(dag_id, experiment, model, broken, 2))
     assert third.state == "failed"
     error = third.task("deploy").error
     assert f"docker:{name}: v3 at http://127.0.0.1:{port}" in error
@@ -180,7 +187,7 @@ def test_deploy_health_checks_then_swaps_and_a_failed_check_changes_nothing(
     assert alias_holder(client, model, "champion") == "2"
     after = _containers(docker_engine, name)
     assert [(c["name"], c["version"], c["state"]) for c in after] == [(f"{name}-v2", "2", "running")]
-    assert _predict(f"http://127.0.0.1:{port + 1}", rows) == own
+    assert _predict(f"http://127.0.0.1:{port + 1}", rows) == own_v2
     assert client.get_registered_model(model).tags[f"mlops.serving.docker:{name}.version"] == "2"
     assert "mlops.champion.move.000003" not in client.get_registered_model(model).tags
 

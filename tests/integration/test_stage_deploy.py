@@ -47,9 +47,10 @@ def test_promotion_is_audited_and_can_be_rolled_back(airflow_home, project: Path
     from mlops_provider.stages.deploy import rollback
 
     model, experiment, dag_id = unique("bc"), unique("exp"), unique("deploy_audit")
-    first = run_dag(training_dag(dag_id, experiment=experiment, model=model))
+    weak = {"n_estimators": 2, "max_depth": 1}  # the second run must beat it: a tie keeps the champion
+    first = run_dag(training_dag(dag_id, experiment=experiment, model=model, hyperparams=weak))
     second = run_dag(training_dag(dag_id, experiment=experiment, model=model))
-    assert first.ok and second.ok, (first.failure, second.failure)
+    assert first.ok and second.ok and not second.rejected, (first.failure, second.summary())
     assert first.xcom["deploy"] == {
         "alias": "champion",
         "version": "1",
@@ -101,14 +102,14 @@ def test_deploy_refuses_without_a_passed_verdict(airflow_home, project: Path) ->
     baseline = run_dag(training_dag(unique("deploy_first"), experiment=experiment, model=model))
     assert baseline.ok, baseline.failure
 
-    # evaluate only records its "no" (fail_on_rejection=False): register runs, deploy must refuse
+    # evaluate only records its "no" (on_rejection="continue"): register runs, deploy must refuse
     refused = run_dag(
         training_dag(
             unique("deploy_refused"),
             experiment=experiment,
             model=model,
             thresholds={"roc_auc": {"min": 0.99999}},
-            fail_on_rejection=False,
+            on_rejection="continue",
             extra=_add_deploy_without_evaluate,
         )
     )

@@ -115,7 +115,14 @@ def test_champion_check_follows_each_metrics_direction_and_min_delta() -> None:
 
     assert check("roc_auc", 0.91, None)  # no champion yet: the first model passes
     assert check("roc_auc", 0.91, 0.90) and not check("roc_auc", 0.89, 0.90)
-    assert check("roc_auc", 0.90, 0.90)  # a tie passes at min_delta 0
+    assert not check("roc_auc", 0.90, 0.90)  # a tie keeps the champion
+    assert not check("rmse", 52.0, 52.0) and not check("roc_auc", 0.91, 0.90, delta=0.02)
+    assert check("roc_auc", 0.91, 0.90, delta=0.01)  # better by exactly min_delta
+    tie = champion_check(task="classification", metric="roc_auc", candidate=0.9, champion=0.9,
+                         champion_version="4", alias="champion", min_delta=0.0)
+    assert tie.reason == ("roc_auc 0.9000 vs @champion v4 0.9000: a tie (required > 0): "
+                          "@champion stays on v4"), tie.reason
+    assert (tie.op, tie.bound) == (">", 0.9)
     assert not check("roc_auc", 0.905, 0.90, delta=0.01) and check("roc_auc", 0.91, 0.90, delta=0.01)
     assert check("log_loss", 0.20, 0.30) and not check("log_loss", 0.30, 0.20)  # lower is better
     assert check("rmse", 50.0, 52.0, delta=1.0) and not check("rmse", 51.5, 52.0, delta=1.0)
@@ -201,27 +208,32 @@ def test_failed_gate_stops_promotion_without_retries(
     )
     result = run_dag(dag)
 
-    assert result.state == "failed"
+    # a rejection is an expected outcome: evaluate succeeds (it decided), register and deploy are skipped
+    assert result.state == "success"
     states = {t.task_id: (t.state, t.tries) for t in result.tasks}
-    assert states["evaluate"] == ("failed", 1)  # a deterministic "no" is not retried (retries=2)
-    assert states["register"][0] == states["deploy"][0] == "upstream_failed"
-    error = result.task("evaluate").error
-    assert error.startswith("GateRejectedError: ")
-    assert "roc_auc" in error and "< minimum 0.9999" in error and "@champion stays on no version" in error
-    assert "accuracy" not in error  # only the failed check is the reason
+    assert states["evaluate"] == ("success", 1)
+    assert states["register"][0] == states["deploy"][0] == "skipped"
+    assert result.rejected and "no version holds @champion yet" in result.summary()
+    assert "roc_auc" in result.verdict["reason"] and "< minimum 0.9999" in result.verdict["reason"]
+    assert "accuracy" not in result.verdict["reason"]  # only the failed check is the reason
+    captured = capfd.readouterr()
+    log = captured.out + captured.err
+    assert (f"{model} rejected by the evaluation gate: roc_auc " in log
+            and "< minimum 0.9999. Not registered; no version holds @champion yet." in log), log[-3000:]
+    assert "Traceback" not in log and "Task failed with exception" not in log
+    assert "stays on no version" not in log
 
     client = embedded_client(project)
     assert versions(client, model) == []  # nothing registered, nothing promoted
     run = client.get_run(result.mlflow_run_id)
-    assert run.info.status == "FAILED"
+    assert run.info.status == "FINISHED"  # no run left RUNNING, and nothing failed
     assert run.data.tags["mlops.verdict"] == "rejected"
     assert "< minimum 0.9999" in run.data.tags["mlops.verdict_reason"]
     assert run.data.metrics["gates_passed"] == 0.0
     checks = {(c["metric"], c["passed"]) for c in verdict_artifact(client, result.mlflow_run_id)["checks"]}
     assert checks == {("roc_auc", False), ("accuracy", True), ("roc_auc", True)}  # champion: none yet → pass
 
-    log = capfd.readouterr()
-    text = log.out + log.err
+    text = log
     assert "Verdict: REJECTED" in text
     table_row = next(line for line in text.splitlines() if "threshold  roc_auc" in line)
     assert ">= 0.9999" in table_row and " FAIL " in table_row
@@ -259,6 +271,6 @@ def test_champion_scored_on_the_same_test_set(airflow_home, project: Path) -> No
     assert verdict["champion_value"] == pytest.approx(rescored)
     assert verdict["champion_value"] != pytest.approx(first.xcom["evaluate"]["metrics"]["roc_auc"])
     check = next(c for c in verdict["checks"] if c["name"] == "champion")
-    assert check["passed"] == (verdict["metrics"]["roc_auc"] >= rescored)
-    assert second.ok == check["passed"]
+    assert check["passed"] == (verdict["metrics"]["roc_auc"] > rescored)
+    assert second.ok and second.rejected != check["passed"]
     assert alias_holder(client, model, "champion") == ("2" if check["passed"] else "1")

@@ -210,6 +210,9 @@ def test_retrain_asset_wiring_in_the_serialized_dags(project: Path, pipeline: st
     drift, request = monitor_dag.get_task("detect_drift"), monitor_dag.get_task("request_retrain")
     assert request.upstream_task_ids == {"detect_drift"}
     assert [a.uri for a in request.outlets] == [uri] and not drift.outlets
+    # Airflow's UI shows only the assets of a "cron or assets" schedule: the display name names the cron
+    expected_name = {"breast_cancer": "breast_cancer (@weekly or on drift)", "churn": "churn"}[pipeline]
+    assert bag.dags[pipeline].dag_display_name == expected_name
 
 
 def test_no_retrain_means_no_asset_schedule(project: Path) -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from airflow.sdk.exceptions import AirflowFailException
 
@@ -28,8 +28,14 @@ class EvaluateModelOperator(MLflowStageOperator):
 
     The verdict goes to the pipeline's MLflow run (metrics ``test_<metric>`` and ``champion_<metric>``,
     artifact ``evaluation/verdict.json``, tag ``mlops.verdict``), to the task log as a table, and to XCom.
-    A rejected candidate fails the task without retries (:class:`GateRejectedError`), so register and
-    deploy never run; with ``fail_on_rejection=False`` the task succeeds and deploy refuses instead.
+
+    A rejected candidate is an expected outcome, not a failure. ``on_rejection``:
+
+    * ``"skip"`` (default): the task succeeds, says in one line why the candidate lost and where the
+      alias stays, ends the pipeline's MLflow run ``FINISHED`` and skips every downstream task (register
+      and deploy), as a ShortCircuitOperator does;
+    * ``"fail"``: the task fails without retries (:class:`GateRejectedError`);
+    * ``"continue"``: the task succeeds and downstream tasks run; deploy refuses a rejected verdict.
 
     :param metrics: metrics to compute (classification: accuracy precision recall f1 roc_auc log_loss,
         macro-averaged for more than two classes; regression: rmse mae r2 mape).
@@ -37,7 +43,7 @@ class EvaluateModelOperator(MLflowStageOperator):
     :param champion_metric: the metric of the champion comparison; ``None`` disables it.
     :param champion_min_delta: how much better than the champion the candidate must be.
     :param champion_alias: the alias whose holder is the champion (the deploy stage's alias).
-    :param fail_on_rejection: fail the task when a gate fails (default); else only record the verdict.
+    :param on_rejection: ``"skip"`` (default), ``"fail"`` or ``"continue"``, see above.
     :param ingest_task_id: task whose XCom names the test set.
     :param train_task_id: task whose XCom names the model.
     """
@@ -53,7 +59,7 @@ class EvaluateModelOperator(MLflowStageOperator):
         champion_metric: str | None = None,
         champion_min_delta: float = 0.0,
         champion_alias: str = "champion",
-        fail_on_rejection: bool = True,
+        on_rejection: Literal["skip", "fail", "continue"] = "skip",
         ingest_task_id: str = "ingest",
         train_task_id: str = "train",
         **kwargs: Any,
@@ -66,7 +72,9 @@ class EvaluateModelOperator(MLflowStageOperator):
         self.champion_metric = champion_metric
         self.champion_min_delta = float(champion_min_delta)
         self.champion_alias = champion_alias
-        self.fail_on_rejection = fail_on_rejection
+        if on_rejection not in ("skip", "fail", "continue"):
+            raise ValueError(f"on_rejection must be skip, fail or continue, not {on_rejection!r}")
+        self.on_rejection = on_rejection
         self.ingest_task_id = ingest_task_id
         self.train_task_id = train_task_id
         known = METRICS[self.ml_task]
@@ -107,10 +115,22 @@ class EvaluateModelOperator(MLflowStageOperator):
         stage.record(self.hook.client, run_id, verdict)
         for line in verdict.table().splitlines():
             self.log.info("%s", line)
-        if not verdict.passed and self.fail_on_rejection:
-            holder = f"v{verdict.champion_version}" if verdict.champion_version else "no version"
-            raise GateRejectedError(
-                f"{self.model_name} rejected by the evaluation gate: {verdict.reason}. "
-                f"Not registered or promoted; @{self.champion_alias} stays on {holder}."
-            )
-        return verdict.as_dict()
+        result = verdict.as_dict()
+        if verdict.passed or self.on_rejection == "continue":
+            return result
+        stays = (f"@{self.champion_alias} stays on v{verdict.champion_version}" if verdict.champion_version
+                 else f"no version holds @{self.champion_alias} yet")
+        message = (f"{self.model_name} rejected by the evaluation gate: {verdict.reason}. "
+                   f"Not registered; {stays}.")
+        if self.on_rejection == "fail":
+            raise GateRejectedError(message)
+        from airflow.providers.common.compat.sdk import DownstreamTasksSkipped
+
+        self.log.warning("%s", message)
+        self.hook.end_pipeline_run(run_id, "FINISHED")  # nothing downstream will: the pipeline is done
+        context["ti"].xcom_push(key="return_value", value=result)
+        downstream = sorted(self.downstream_task_ids)
+        if downstream:
+            self.log.info("Skipping %s: the candidate was rejected.", ", ".join(downstream))
+            raise DownstreamTasksSkipped(tasks=downstream)
+        return result

@@ -318,6 +318,7 @@ def build_plan(spec: PipelineSpec, *, source: str, text: str, spec_sha256: str) 
             doc_md=_doc(spec, source, text, "training"),
             tasks=tuple(tasks),
             schedule_on_assets=(retrain_asset_uri(spec.name),) if retrain else (),
+            display_name=f"{spec.name} ({spec.schedule} or on drift)" if retrain and spec.schedule else None,
         )
     ]
     if spec.monitor is not None:

@@ -38,6 +38,9 @@ class DagPlan:
     #: asset URIs this DAG's tasks may emit, by task id
     outlets: dict[str, tuple[str, ...]] = field(default_factory=dict)
     max_active_runs: int = 1
+    #: the name the Airflow UI shows, when it must say more than the id: Airflow 3's UI shows only the
+    #: assets of a schedule that is "cron or assets", so a retrained DAG names its cron here
+    display_name: str | None = None
     #: e-mail alerts on a failed task (``monitor.alerts`` with ``failure``): plain dicts with ``to``,
     #: ``conn_id``, ``from_email``, ``pipeline``; the renderer makes them Airflow notifiers
     #: (``on_failure_callback`` of every task)

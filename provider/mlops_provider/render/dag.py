@@ -64,6 +64,7 @@ def render_dag(plan: DagPlan) -> DAG:
         default_args=dict(plan.default_args),
         doc_md=plan.doc_md,
         max_active_runs=plan.max_active_runs,
+        dag_display_name=plan.display_name or plan.dag_id,
     ) as dag:
         tasks = {}
         for task in plan.tasks:

@@ -40,7 +40,7 @@ class Check:
     name: Literal["threshold", "champion"]
     metric: str
     value: float
-    op: Literal[">=", "<="]
+    op: Literal[">=", "<=", ">", "<"]
     bound: float | None
     passed: bool
     reason: str
@@ -281,24 +281,29 @@ def champion_check(
     alias: str,
     min_delta: float,
 ) -> Check:
-    """The candidate must beat the champion by ``min_delta`` in the metric's direction (a tie passes at 0)."""
+    """The candidate must be strictly better than the champion, by ``min_delta`` when it is set.
+
+    A tie keeps the champion: promoting an equal model would churn the alias (and every deployment that
+    follows it) for nothing, and hide which version actually earned the place.
+    """
     best = direction(task, metric)
-    op: Literal[">=", "<="] = ">=" if best == "max" else "<="
     if champion is None:
-        return Check("champion", metric, candidate, op, None, True, f"no @{alias} yet: first model")
+        return Check("champion", metric, candidate, ">=" if best == "max" else "<=", None, True,
+                     f"no @{alias} yet: first model")
     bound = champion + min_delta if best == "max" else champion - min_delta
-    ok = candidate >= bound - TOLERANCE if best == "max" else candidate <= bound + TOLERANCE
     gain = candidate - champion if best == "max" else champion - candidate
-    return Check(
-        "champion",
-        metric,
-        candidate,
-        op,
-        bound,
-        ok,
-        f"{metric} {_fmt(candidate)} vs @{alias} v{champion_version} {_fmt(champion)}: "
-        f"improvement {0.0 if abs(gain) < TOLERANCE else gain:+.4f}, required >= {min_delta:g}",
-    )
+    strict = min_delta <= TOLERANCE
+    op: Literal[">=", "<=", ">", "<"] = (">" if best == "max" else "<") if strict else (
+        ">=" if best == "max" else "<=")
+    ok = gain > TOLERANCE and gain >= min_delta - TOLERANCE
+    shown = 0.0 if abs(gain) < TOLERANCE else gain
+    required = "required > 0" if strict else f"required >= {min_delta:g}"
+    compared = f"{metric} {_fmt(candidate)} vs @{alias} v{champion_version} {_fmt(champion)}"
+    if abs(gain) < TOLERANCE:
+        reason = f"{compared}: a tie ({required}): @{alias} stays on v{champion_version}"
+    else:
+        reason = f"{compared}: improvement {shown:+.4f}, {required}"
+    return Check("champion", metric, candidate, op, bound, ok, reason)
 
 
 def current_champion(client: MlflowClient, model_name: str, alias: str) -> ModelVersion | None:

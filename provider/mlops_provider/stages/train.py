@@ -186,7 +186,9 @@ def log_model(model: Any, x_sample: pd.DataFrame, *, mlflow_run_id: str | None) 
         model_id = mlflow.initialize_logged_model(
             name=MODEL_NAME, source_run_id=mlflow_run_id, experiment_id=experiment_id
         ).model_id
-    with warnings.catch_warnings():
+    from mlops_provider.logs import expected_pickle_notice
+
+    with warnings.catch_warnings(), expected_pickle_notice():
         warnings.filterwarnings("ignore", message=".*[Ii]nteger column.*")
         signature = infer_signature(x_sample, model.predict(x_sample))
         return mlflow.sklearn.log_model(

@@ -175,6 +175,9 @@ def _observed(result: Mapping[str, Any], error: str | None) -> tuple[Any, str]:
 
 def run_expectations(frame: pd.DataFrame, expectations: Sequence[Expectation]) -> Report:
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+    from mlops_provider.logs import quiet_great_expectations
+
+    quiet_great_expectations()
     import great_expectations as gx
     from great_expectations.data_context.types.base import (
         DataContextConfig,
