@@ -112,12 +112,13 @@ def ours(name: str, source: Path, out: Path, flavor: str) -> tuple[float, float,
     """(scoring seconds, wall seconds incl. alias resolution and model load, CPU seconds of scoring)."""
     from mlops_provider.hooks.mlflow import MLflowHook
     from mlops_provider.stages import batch
+    from mlops_provider.tracking.models import load_model, require_alias
 
     start = time.perf_counter()
     hook = MLflowHook()
-    ref = batch.resolve_alias(hook.client, name, "champion")
+    ref = require_alias(hook.client, name, "champion")
     with hook.activate():
-        loaded = batch.load_model(ref.uri, flavor=flavor)
+        loaded = load_model(ref.uri, flavor=flavor)
     cpu = time.process_time()
     result = batch.score_file(str(source), str(out), model=loaded, model_ref=ref, chunk_rows=CHUNK_ROWS)
     return result.seconds, time.perf_counter() - start, time.process_time() - cpu

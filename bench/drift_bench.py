@@ -65,7 +65,8 @@ mode, reference, current, drift_share = sys.argv[1], sys.argv[2], sys.argv[3], f
 import pandas as pd, pyarrow.parquet  # noqa: E401  the same imports on both sides before the clock starts
 from evidently import Report
 from evidently.presets import DataDriftPreset
-from mlops_provider.stages.monitor import TableColumns, detect_drift
+from mlops_provider.stages.monitor import detect_drift
+from mlops_provider.storage.tables import TableColumns
 baseline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 start = time.perf_counter()
 if mode == "preset":

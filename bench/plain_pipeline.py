@@ -47,7 +47,8 @@ def run(spec_path: str | Path, *, project_root: Path | None = None) -> dict[str,
     import mlflow
     from mlflow import MlflowClient
 
-    from mlops_provider.stages import deploy, evaluate, ingest, register, train, validate, workspace
+    from mlops_provider.stages import deploy, evaluate, ingest, register, train, validate
+    from mlops_provider.storage import workspace
 
     uri = _tracking_uri(root)
     (root / ".mlops").mkdir(exist_ok=True)

@@ -187,11 +187,11 @@ def rollback_command(
     shown = f"v{source}" if source != "none" else "(none)"
     print(f"{target.model_name}@{target.alias}: {shown} -> v{destination}")
     if target.serving:
-        from mlops_provider.stages.serve import url_tag
+        from mlops_provider.tracking.tags import serving_url_tag
 
         tags = target.hook.client.get_registered_model(target.model_name).tags
         for name in _serving_names(target):
-            print(f"{name}: serving v{destination} at {tags.get(url_tag(name), '?')}")
+            print(f"{name}: serving v{destination} at {tags.get(serving_url_tag(name), '?')}")
     return 0
 
 

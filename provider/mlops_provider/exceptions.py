@@ -1,16 +1,25 @@
 """Every error this package raises, in one place.
 
-Errors from *misuse* (a spec that is wrong) are kept apart from errors at *run time* (a server that is
-down, data that fails validation). A spec error always knows where it is: file, line, column and the
-path of keys, so every message can point at the exact place to fix.
+Errors from *misuse* (a spec or a deployment setting that is wrong) are kept apart from errors at *run
+time* (a server that is down, data that fails validation). A spec error always knows where it is: file,
+line, column and the path of keys, so every message can point at the exact place to fix.
 
-    MlopsError
-    ├── SpecError                 a spec file is invalid; carries one or more SpecIssue
-    └── StageError                a pipeline stage failed at run time
-        ├── ServiceUnavailableError   MLflow / S3 / Docker could not be reached (retryable)
+Whether retrying can help is a property of the error (:attr:`MlopsError.retryable`), decided here and
+nowhere else: the stage operators' base class turns every non-retryable error into Airflow's no-retry
+failure, so a bad dataset or a failed gate fails at once and a server that is down is retried.
+
+    MlopsError                        retryable: no, unless said otherwise
+    ├── SpecError                     misuse: a spec file is invalid; carries one or more SpecIssue
+    ├── NotAllowedError               misuse: an import path or file path is outside what is allowed
+    └── StageError                    a pipeline stage failed at run time
+        ├── ServiceUnavailableError   MLflow / S3 / Docker could not be reached      (retryable)
         ├── DataValidationError       the dataset failed its expectations
         ├── GateFailedError           the candidate model failed a threshold or the champion check
-        └── NotAllowedError           an import path or file path a spec names is not allowed
+        ├── NoAliasHolderError        no version of the registered model holds the alias (yet)
+        ├── LineageMissingError       a model version's run does not record what a stage needs
+        ├── DeploymentCheckError      a serving target failed to start or its health check; the alias
+        │                             did not move
+        └── WatchFailedError          a watched model version reached a failed status (sensor/trigger)
 """
 
 from __future__ import annotations
@@ -19,18 +28,26 @@ from dataclasses import dataclass, field
 
 __all__ = [
     "DataValidationError",
+    "DeploymentCheckError",
     "GateFailedError",
+    "LineageMissingError",
     "MlopsError",
+    "NoAliasHolderError",
     "NotAllowedError",
     "ServiceUnavailableError",
     "SpecError",
     "SpecIssue",
     "StageError",
+    "WatchFailedError",
+    "describe",
 ]
 
 
 class MlopsError(Exception):
     """Base class of every error raised by mlops_provider."""
+
+    #: can a retry of the same task succeed? (only when something outside may change: a server comes back)
+    retryable: bool = False
 
 
 @dataclass(frozen=True)
@@ -99,12 +116,18 @@ class SpecError(MlopsError):
         return head + "\n" + "\n".join(i.format() for i in self.issues)
 
 
+class NotAllowedError(MlopsError):
+    """A spec names an import path or file path outside what the deployment allows."""
+
+
 class StageError(MlopsError):
     """A pipeline stage failed at run time."""
 
 
 class ServiceUnavailableError(StageError):
     """An external service (named in the message) could not be reached; the task should retry."""
+
+    retryable = True
 
 
 class DataValidationError(StageError):
@@ -115,9 +138,31 @@ class GateFailedError(StageError):
     """The candidate model failed an evaluation gate; promotion is refused."""
 
 
-class NotAllowedError(StageError):
-    """A spec names an import path or file path outside what the deployment allows."""
+class NoAliasHolderError(StageError):
+    """No version of the registered model holds the alias: nothing was trained and promoted yet."""
+
+
+class LineageMissingError(StageError):
+    """A model version's MLflow run does not record what a stage needs (e.g. the data it learned from)."""
 
 
 class DeploymentCheckError(StageError):
     """A serving target failed to start or failed its health check; the alias did not move."""
+
+
+class WatchFailedError(StageError):
+    """What a model-version sensor waits for can no longer happen (e.g. the version's registration failed)."""
+
+
+#: the exception Airflow raises for "fail without retrying", wrapped around our non-retryable errors
+_AIRFLOW_FAIL = "AirflowFailException"
+
+
+def describe(error: BaseException | str) -> str:
+    """``Type: message`` of an error, naming the stage's own error rather than Airflow's no-retry wrapper."""
+    if isinstance(error, str):
+        return error.strip()
+    if type(error).__name__ == _AIRFLOW_FAIL and error.__cause__ is not None:
+        error = error.__cause__
+    text = str(error).strip()
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__

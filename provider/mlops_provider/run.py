@@ -264,17 +264,17 @@ def _xcom(dag_id: str, run_id: str) -> dict[str, dict[str, Any]]:
 def _verdict_from_mlflow(tracking: dict[str, Any], conn_id: str | None) -> dict[str, Any] | None:
     """The verdict of a rejected candidate (evaluate fails before pushing XCom): from the run's tags."""
     from mlops_provider.hooks.mlflow import MLflowHook
-    from mlops_provider.stages.evaluate import VERDICT_REASON_TAG, VERDICT_TAG
+    from mlops_provider.tracking import tags as T
 
     run = MLflowHook(mlflow_conn_id=conn_id).client.get_run(tracking["run_id"])
-    status = run.data.tags.get(VERDICT_TAG)
+    status = run.data.tags.get(T.VERDICT)
     if status is None:
         return None
     metrics = {k.removeprefix("test_"): v for k, v in run.data.metrics.items() if k.startswith("test_")}
     return {
         "status": status,
         "passed": status == "passed",
-        "reason": run.data.tags.get(VERDICT_REASON_TAG),
+        "reason": run.data.tags.get(T.VERDICT_REASON),
         "metrics": metrics,
     }
 

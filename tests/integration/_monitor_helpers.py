@@ -55,16 +55,17 @@ def seed_champion(
     import pandas as pd
     from sklearn.ensemble import RandomForestClassifier
 
-    from mlops_provider.hooks.mlflow import TAG_DAG_ID, TAG_RUN_ID, MLflowHook
+    from mlops_provider.hooks.mlflow import MLflowHook
     from mlops_provider.stages.ingest import ingest
     from mlops_provider.stages.train import log_model
+    from mlops_provider.tracking import tags as T
 
     client = embedded_client(root)
     (root / ".mlops").mkdir(exist_ok=True)
     artifacts = (root / ".mlops" / "artifacts").as_uri()
     experiment_id = client.create_experiment(experiment, artifact_location=artifacts)
     run_id = "manual__seed"
-    run = client.create_run(experiment_id, tags={TAG_DAG_ID: dag_id, TAG_RUN_ID: run_id})
+    run = client.create_run(experiment_id, tags={T.DAG_ID: dag_id, T.RUN_ID: run_id})
     ingested = ingest("data/breast_cancer.csv", dag_id=dag_id, run_id=run_id, target="target", test_size=0.25,
                       seed=7, stratify=True, client=client, mlflow_run_id=run.info.run_id)
     train = pd.read_parquet(ingested["train_uri"])

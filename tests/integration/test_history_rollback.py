@@ -106,7 +106,8 @@ def test_rollback_moves_the_alias_back_and_history_shows_every_move(airflow_home
 
 def test_rollback_refuses_what_it_cannot_or_should_not_do(airflow_home, project: Path) -> None:
     from mlops_provider.stages.deploy import promote
-    from mlops_provider.stages.evaluate import VERDICT_REASON_TAG, VERDICT_TAG
+    from mlops_provider.tracking.tags import VERDICT as VERDICT_TAG
+    from mlops_provider.tracking.tags import VERDICT_REASON as VERDICT_REASON_TAG
 
     nothing = _mlops(project, "rollback")
     assert nothing.exit_code == 1

@@ -250,8 +250,8 @@ def test_rollback_and_a_manual_alias_move_take_the_serving_container_along(
     from mlops_provider import cli
     from mlops_provider.hooks.mlflow import MLflowHook
     from mlops_provider.run import run_spec
+    from mlops_provider.serving.follow import follow
     from mlops_provider.stages.deploy import promote
-    from mlops_provider.stages.serve import follow
 
     model, name, port = "wine_cultivar", target["name"], target["port"]
     (project / "include" / "sample.csv").write_text("x\n0.5\n1.5\n")

@@ -255,10 +255,10 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> Models:
 
 def candidate(models: Models, version: str, rows: slice) -> Candidate:
     sample = models.features.iloc[rows].reset_index(drop=True)
+    from mlops_provider.tracking.models import ModelVersionRef
+
     return Candidate(
-        model_name=models.name,
-        version=version,
-        model_uri=f"models:/{models.name}/{version}",
+        model=ModelVersionRef(models.name, version),
         pipeline="breast_cancer",
         sample=sample,
         expected=models.estimators[version].predict(sample).tolist(),

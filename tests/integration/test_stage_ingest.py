@@ -34,7 +34,7 @@ def test_ingest_snapshots_splits_and_records_lineage(airflow_home, project: Path
 
     from mlops_provider.hooks.mlflow import embedded_tracking_uri
     from mlops_provider.operators.ingest import IngestDatasetOperator
-    from mlops_provider.stages.workspace import frame_sha256
+    from mlops_provider.storage.workspace import frame_sha256
 
     head = _git_commit(project)
     dag_id, experiment = unique("ingest_local"), unique("exp")

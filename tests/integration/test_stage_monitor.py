@@ -122,7 +122,8 @@ def test_drift_emits_the_retrain_asset_with_its_reasons(airflow_home, project: P
 
 
 def test_no_champion_fails_at_once_with_a_clear_message(airflow_home, project: Path) -> None:
-    from mlops_provider.stages.monitor import ReferenceNotFoundError, find_reference
+    from mlops_provider.exceptions import NoAliasHolderError
+    from mlops_provider.stages.monitor import find_reference
 
     name = unique("unmonitored")
     dags = spec_dags(project, name)
@@ -133,8 +134,8 @@ def test_no_champion_fails_at_once_with_a_clear_message(airflow_home, project: P
     client = embedded_client(project)
     (monitoring,) = client.search_runs([client.get_experiment_by_name(name).experiment_id])
     assert monitoring.info.status == "FAILED"
-    message = "no model holds @champion yet; run the training DAG first"
-    with pytest.raises(ReferenceNotFoundError, match=message):
+    message = f"no version of registered model '{name}_model' holds @champion: run the training DAG first"
+    with pytest.raises(NoAliasHolderError, match=message):
         find_reference(client, f"{name}_model", "champion")
 
 
@@ -174,7 +175,8 @@ def test_verdicts_are_evidentlys_data_drift_preset_verdicts(tmp_path: Path, rows
     from evidently import Report
     from evidently.presets import DataDriftPreset
 
-    from mlops_provider.stages.monitor import TableColumns, detect_drift
+    from mlops_provider.stages.monitor import detect_drift
+    from mlops_provider.storage.tables import TableColumns
 
     reference, current = _tables(tmp_path, rows)
     result = detect_drift(TableColumns(str(current)), TableColumns(str(reference)), drift_share=0.5,
@@ -233,7 +235,8 @@ def test_unknown_method_and_missing_columns_are_named(tmp_path: Path) -> None:
     import pandas as pd
 
     from mlops_provider.exceptions import StageError
-    from mlops_provider.stages.monitor import TableColumns, detect_drift
+    from mlops_provider.stages.monitor import detect_drift
+    from mlops_provider.storage.tables import TableColumns
 
     reference, current = _tables(tmp_path, 500)
     with pytest.raises(StageError, match=r"unknown drift method 'wasserstien'; Evidently knows: .*wasserst"):

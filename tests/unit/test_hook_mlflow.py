@@ -11,7 +11,6 @@ import os
 import subprocess
 import time
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 
@@ -94,31 +93,34 @@ def test_credentials_exist_only_while_mlflow_is_used_and_are_masked(root, monkey
 
 def test_one_mlflow_run_per_dag_run_reopened_on_retry(root) -> None:
     from mlops_provider.hooks.mlflow import MLflowHook
+    from mlops_provider.tracking import runs
 
     hook = MLflowHook()
+    client, experiment = hook.client, hook.get_or_create_experiment("e")
 
-    def context(run_id: str, try_number: int) -> dict[str, object]:
-        return {"ti": SimpleNamespace(dag_id="pipe", run_id=run_id, try_number=try_number)}
+    def lineage(run_id: str, try_number: int, **extra: str) -> dict[str, str]:
+        return runs.lineage_tags(dag_id="pipe", run_id=run_id, try_number=try_number, project_root=root,
+                                 pipeline="pipe", **extra)
 
     dag_run = "manual__2024-01-01T00:00:00+00:00"
-    first = hook.pipeline_run(context(dag_run, 1), experiment="e", spec_sha256="s1", pipeline="pipe")
-    hook.end_pipeline_run(first, "FAILED")  # the stage failed for good...
-    again = hook.pipeline_run(context(dag_run, 2), experiment="e", pipeline="pipe")
+    first = runs.start_pipeline_run(client, experiment, lineage=lineage(dag_run, 1, spec_sha256="s1"))
+    runs.end_pipeline_run(client, first, "FAILED")  # the stage failed for good...
+    again = runs.start_pipeline_run(client, experiment, lineage=lineage(dag_run, 2))
     assert again == first  # ...then was cleared: same run, reopened, try recorded
-    run = hook.client.get_run(first)
+    run = client.get_run(first)
     assert run.info.status == "RUNNING"
     tags = run.data.tags
     assert (tags["airflow.dag_id"], tags["airflow.run_id"]) == ("pipe", dag_run)
     assert tags["airflow.try_number"] == "2"
     assert (tags["mlops.spec_sha256"], tags["mlops.pipeline"]) == ("s1", "pipe")
-    other = hook.pipeline_run(context("it's another run", 1), experiment="e")
+    other = runs.start_pipeline_run(client, experiment, lineage=lineage("it's another run", 1))
     assert other != first
-    assert hook.find_pipeline_run(context("it's another run", 1), experiment="e") == other
-    assert hook.find_pipeline_run(context("never ran", 1), experiment="e") is None
+    assert runs.find_pipeline_run(client, experiment, dag_id="pipe", run_id="it's another run") == other
+    assert runs.find_pipeline_run(client, experiment, dag_id="pipe", run_id="never ran") is None
 
 
 def test_git_sha_read_without_git(tmp_path: Path) -> None:
-    from mlops_provider.hooks.mlflow import git_sha
+    from mlops_provider.tracking.runs import git_sha
 
     env = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
            "GIT_COMMITTER_EMAIL": "t@t", "PATH": os.environ["PATH"]}

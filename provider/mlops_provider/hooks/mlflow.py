@@ -1,4 +1,7 @@
-"""MLflow hook: where the tracking server is, how to authenticate, and the one MLflow run of a DAG run.
+"""MLflow hook: where the tracking server is and how to authenticate; the client, built once.
+
+What the provider does with MLflow (tags, the pipeline run, model versions) is in
+:mod:`mlops_provider.tracking`, which takes this hook's :attr:`MLflowHook.client`.
 
 The connection (type ``mlflow``) holds the tracking URI in *host*, a bearer token in *password* (or
 basic auth in *login* + *password*) and optional extras (``registry_uri``, ``insecure_tls``,
@@ -17,10 +20,9 @@ Which tracking server a hook talks to, first match wins:
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 import threading
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -33,23 +35,6 @@ from mlops_provider.exceptions import ServiceUnavailableError
 if TYPE_CHECKING:
     from airflow.sdk import Connection
     from mlflow import MlflowClient
-
-#: The tag keys of the pipeline run; the model version carries the same.
-TAG_DAG_ID = "airflow.dag_id"
-TAG_RUN_ID = "airflow.run_id"
-TAG_TRY_NUMBER = "airflow.try_number"
-TAG_PIPELINE = "mlops.pipeline"
-TAG_SPEC_SHA = "mlops.spec_sha256"
-TAG_GIT_SHA = "mlops.git_sha"
-TAG_DATA_SHA = "mlops.data_sha256"
-#: where ingest wrote the immutable snapshot and the train split (the monitor's drift reference)
-TAG_SNAPSHOT_URI = "mlops.snapshot_uri"
-TAG_TRAIN_URI = "mlops.train_uri"
-#: sha256 of dag_id + run_id: a run id may contain quotes, which MLflow's filter syntax cannot escape.
-TAG_RUN_KEY = "mlops.run_key"
-#: on a pipeline run that ended FAILED: the task that failed for good and the first line of its error
-TAG_FAILED_TASK = "mlops.failed_task"
-TAG_FAILURE = "mlops.failure"
 
 _ENV_LOCK = threading.RLock()
 _CONNECTION_ERROR_MARKERS = (
@@ -65,37 +50,6 @@ _CONNECTION_ERROR_MARKERS = (
 def embedded_tracking_uri(root: Path | None = None) -> str:
     root = root or config.project_root()
     return f"sqlite:///{root / '.mlops' / 'mlflow.db'}"
-
-
-def git_sha(root: Path) -> str | None:
-    """The commit checked out in ``root``, read from ``.git`` without running git."""
-    git = root / ".git"
-    if git.is_file():  # a worktree or submodule: "gitdir: <path>"
-        text = git.read_text().strip()
-        if not text.startswith("gitdir:"):
-            return None
-        git = (root / text.partition(":")[2].strip()).resolve()
-    head_file = git / "HEAD"
-    if not head_file.is_file():
-        return None
-    head = head_file.read_text().strip()
-    if not head.startswith("ref:"):
-        return head or None
-    ref = head.partition(":")[2].strip()
-    common = git
-    if (git / "commondir").is_file():
-        common = (git / (git / "commondir").read_text().strip()).resolve()
-    for base in (git, common):
-        if (base / ref).is_file():
-            return (base / ref).read_text().strip() or None
-    for base in (git, common):
-        packed = base / "packed-refs"
-        if packed.is_file():
-            for line in packed.read_text().splitlines():
-                sha, _, name = line.partition(" ")
-                if name.strip() == ref:
-                    return sha
-    return None
 
 
 def _is_connection_error(exc: BaseException) -> bool:
@@ -358,144 +312,17 @@ class MLflowHook(BaseHook):
             return False, str(exc)
         return True, f"Connected to MLflow at {self.tracking_uri}"
 
-    # ---- experiments and the pipeline run ------------------------------------------------------------
+    # ---- experiments -------------------------------------------------------------------------------
 
     def get_or_create_experiment(self, name: str) -> str:
-        """The experiment's id; created (with the embedded store's artifact root) when missing."""
+        """The experiment's id (cached); created in this connection's artifact root when missing."""
         if name not in self._experiment_ids:
-            self._experiment_ids[name] = self._get_or_create_experiment(name)
-        return self._experiment_ids[name]
+            from mlops_provider.tracking.runs import get_or_create_experiment
 
-    def _get_or_create_experiment(self, name: str) -> str:
-        from mlflow.exceptions import MlflowException
-
-        experiment = self.client.get_experiment_by_name(name)
-        if experiment is not None:
-            if experiment.lifecycle_stage == "deleted":
-                self.client.restore_experiment(experiment.experiment_id)
-            return str(experiment.experiment_id)
-        try:
-            return str(self.client.create_experiment(name, artifact_location=self.artifact_root))
-        except MlflowException:  # created meanwhile by a concurrent task
-            experiment = self.client.get_experiment_by_name(name)
-            if experiment is None:
-                raise
-            return str(experiment.experiment_id)
-
-    def lineage_tags(
-        self,
-        context: Mapping[str, Any],
-        *,
-        pipeline: str | None = None,
-        spec_sha256: str | None = None,
-        data_sha256: str | None = None,
-    ) -> dict[str, str]:
-        """Tags that tie an MLflow run or model version to the DAG run, spec, code and data that made it."""
-        ti = context["ti"]
-        tags = {
-            TAG_DAG_ID: str(ti.dag_id),
-            TAG_RUN_ID: str(ti.run_id),
-            TAG_TRY_NUMBER: str(ti.try_number),
-        }
-        if pipeline:
-            tags[TAG_PIPELINE] = pipeline
-        if spec_sha256:
-            tags[TAG_SPEC_SHA] = spec_sha256
-        sha = git_sha(config.project_root())
-        if sha:
-            tags[TAG_GIT_SHA] = sha
-        if data_sha256:
-            tags[TAG_DATA_SHA] = data_sha256
-        return tags
-
-    def find_pipeline_run(self, context: Mapping[str, Any], *, experiment: str) -> str | None:
-        """The MLflow run of this DAG run, if a stage already created it."""
-        experiment_id = self.get_or_create_experiment(experiment)
-        runs = self.client.search_runs(
-            [experiment_id],
-            filter_string=f"tags.`{TAG_RUN_KEY}` = '{run_key(context)}'",
-            order_by=["attributes.start_time ASC"],
-            max_results=1,
-        )
-        return runs[0].info.run_id if runs else None
-
-    def pipeline_run(
-        self,
-        context: Mapping[str, Any],
-        *,
-        experiment: str,
-        spec_sha256: str | None = None,
-        pipeline: str | None = None,
-    ) -> str:
-        """Get or create THE MLflow run of this DAG run; every stage logs to it. Idempotent under retries.
-
-        A run ended by an earlier failure is reopened (status RUNNING) when a task is retried or cleared.
-        """
-        tags = self.lineage_tags(context, pipeline=pipeline, spec_sha256=spec_sha256)
-        run_id = self.find_pipeline_run(context, experiment=experiment)
-        if run_id is None:
-            ti = context["ti"]
-            run = self.client.create_run(
-                self.get_or_create_experiment(experiment),
-                tags={**tags, TAG_RUN_KEY: run_key(context)},
-                run_name=f"{ti.dag_id}__{ti.run_id}",
+            self._experiment_ids[name] = get_or_create_experiment(
+                self.client, name, artifact_location=self.artifact_root
             )
-            run_id = run.info.run_id
-            self.log.info("Created MLflow run %s for DAG run %s", run_id, ti.run_id)
-            return str(run_id)
-        from mlflow.entities import RunTag
-
-        self.client.log_batch(run_id, tags=[RunTag(k, v) for k, v in tags.items()])
-        run = self.client.get_run(run_id)
-        if run.info.status != "RUNNING":
-            self.client.update_run(run_id, status="RUNNING")
-        return str(run_id)
-
-    def record_failure(self, run_id: str, *, task_id: str, error: BaseException | str | None) -> None:
-        """Tag the pipeline run with the task that failed for good and its error's first line (redacted)."""
-        from mlflow.entities import RunTag
-
-        tags = [RunTag(TAG_FAILED_TASK, task_id)]
-        if error is not None:
-            tags.append(RunTag(TAG_FAILURE, failure_line(error)))
-        self.client.log_batch(run_id, tags=tags)
-
-    def end_pipeline_run(self, run_id: str, status: str = "FINISHED") -> None:
-        """End the pipeline run: ``FINISHED`` after the last stage, ``FAILED`` when a stage fails for good."""
-        self.client.set_terminated(run_id, status=status)
-
-
-def run_key(context: Mapping[str, Any]) -> str:
-    ti = context["ti"]
-    return dag_run_key(str(ti.dag_id), str(ti.run_id))
-
-
-def dag_run_key(dag_id: str, run_id: str) -> str:
-    """The value of ``mlops.run_key`` on the MLflow run of one DAG run (run ids are too long for a tag)."""
-    return hashlib.sha256(f"{dag_id}\x1f{run_id}".encode()).hexdigest()[:32]
-
-
-def failure_line(error: BaseException | str, limit: int = 300) -> str:
-    """``Type: first line of the message``, with Airflow's secret masking applied, at most ``limit`` chars."""
-    if isinstance(error, BaseException):
-        # "retrying cannot help" wraps the stage's own error in AirflowFailException: name the stage's
-        if type(error).__name__ == "AirflowFailException" and error.__cause__ is not None:
-            error = error.__cause__
-        lines = [line.strip() for line in str(error).strip().splitlines() if line.strip()]
-        name = type(error).__name__
-    else:
-        lines, name = [line.strip() for line in error.strip().splitlines() if line.strip()], ""
-    text = lines[0] if lines else ""
-    if text.endswith(":") and len(lines) > 1:  # "3 expectations not met:" says little without the first
-        text = f"{text} {lines[1]}"
-    text = f"{name}: {text}" if name and text else name or text
-    try:
-        from airflow.sdk.log import redact
-
-        text = str(redact(text))
-    except ImportError:  # pragma: no cover - an Airflow without the task SDK's masker
-        pass
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+        return self._experiment_ids[name]
 
 
 def _uri_from_connection(conn: Connection) -> str:

@@ -25,15 +25,14 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.providers.standard.operators.hitl import ApprovalOperator
 
+from mlops_provider.exceptions import GateFailedError
 from mlops_provider.links.mlflow import MLflowModelVersionLink, MLflowRunLink
 from mlops_provider.operators.base import MLflowStageOperator
+from mlops_provider.tracking import tags as T
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
-APPROVAL_TAG = "mlops.approval"
-APPROVAL_BY_TAG = "mlops.approval_by"
-APPROVAL_REASON_TAG = "mlops.approval_reason"
 #: who "answered" when nobody did before the timeout
 TIMEOUT_RESPONDER = "timeout"
 
@@ -111,17 +110,16 @@ def decision_from_xcom(value: Any) -> Decision | None:
 
 
 def require_approval(value: Any, *, approval_task_id: str, alias: str, version: str) -> Decision:
-    """The approval of this DAG run, or refuse (:class:`GateRejectedError`, no retries) with why."""
-    from mlops_provider.operators.evaluate import GateRejectedError
+    """The approval of this DAG run, or refuse (:class:`GateFailedError`, no retries) with why."""
 
     decision = decision_from_xcom(value)
     if decision is None:
-        raise GateRejectedError(
+        raise GateFailedError(
             f"refusing to move @{alias} to version {version}: no approval from task {approval_task_id!r} "
             "in this DAG run (a person must approve the promotion first)"
         )
     if not decision.approved:
-        raise GateRejectedError(f"refusing to move @{alias} to version {version}: {decision.describe()}")
+        raise GateFailedError(f"refusing to move @{alias} to version {version}: {decision.describe()}")
     return decision
 
 
@@ -218,7 +216,7 @@ class PromotionApprovalOperator(ApprovalOperator, MLflowStageOperator):
         run_id = self.pipeline_run_id(context)
         self.persist_model_version_link(context, name=name, version=version)
         self._request(context, name, version, run_id)
-        self.hook.client.set_tag(run_id, APPROVAL_TAG, "pending")
+        self.hook.client.set_tag(run_id, T.APPROVAL, "pending")
         self.log.info("Asking for approval: %s", self.subject)
         for line in (self.body or "").splitlines():
             self.log.info("%s", line)
@@ -251,13 +249,13 @@ class PromotionApprovalOperator(ApprovalOperator, MLflowStageOperator):
         client.log_batch(
             run_id,
             tags=[
-                RunTag(APPROVAL_TAG, status),
-                RunTag(APPROVAL_BY_TAG, decision.by),
-                RunTag(APPROVAL_REASON_TAG, decision.reason[:4000]),
+                RunTag(T.APPROVAL, status),
+                RunTag(T.APPROVAL_BY, decision.by),
+                RunTag(T.APPROVAL_REASON, decision.reason[:4000]),
             ],
         )
-        client.set_model_version_tag(name, version, APPROVAL_TAG, status)
-        client.set_model_version_tag(name, version, APPROVAL_BY_TAG, decision.by)
+        client.set_model_version_tag(name, version, T.APPROVAL, status)
+        client.set_model_version_tag(name, version, T.APPROVAL_BY, decision.by)
         if decision.approved:
             self.log.info("%s v%s to @%s: %s", name, version, self.alias, decision.describe())
         else:
@@ -268,4 +266,4 @@ class PromotionApprovalOperator(ApprovalOperator, MLflowStageOperator):
                 self.alias,
                 decision.describe(),
             )
-            self.hook.end_pipeline_run(run_id, "FINISHED")
+            self.end_pipeline_run(run_id)

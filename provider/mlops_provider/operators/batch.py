@@ -68,26 +68,19 @@ class BatchScoreOperator(MLflowStageOperator):
         self.alias = alias
 
     def execute(self, context: Context) -> dict[str, Any]:
-        from airflow.sdk.exceptions import AirflowFailException
-
         from mlops_provider.stages import batch
+        from mlops_provider.tracking.models import load_model, require_alias
 
         client = self.hook.client
         run_id = self.pipeline_run_id(context)  # the base operator marks it FAILED if this task fails
-        try:
-            model_ref = batch.resolve_alias(client, self.model_name, self.alias)
-        except batch.NoModelForAliasError as exc:
-            raise AirflowFailException(str(exc)) from exc  # retrying cannot make a champion appear
+        model_ref = require_alias(client, self.model_name, self.alias,
+                                  hint="nothing to score with; train and promote first (run the training "
+                                       "DAG, or `mlops run SPEC`)")
         self.persist_model_version_link(context, name=model_ref.name, version=model_ref.version)
-        self.log.info(
-            "Scoring with %s v%s (@%s at the start of this run)",
-            model_ref.name,
-            model_ref.version,
-            model_ref.alias,
-        )
+        self.log.info("Scoring with %s at the start of this run", model_ref)
         started = time.perf_counter()
         with self.hook.activate():
-            model = batch.load_model(model_ref.uri)
+            model = load_model(model_ref.uri)
         load_seconds = time.perf_counter() - started
         self.log.info("Loaded %s (%s flavor) in %.2f s", model_ref.uri, model.flavor, load_seconds)
 
@@ -104,5 +97,5 @@ class BatchScoreOperator(MLflowStageOperator):
         )
         self.log.info("%s", result.summary())
         batch.log_batch_run(client, run_id, result)
-        self.hook.end_pipeline_run(run_id, "FINISHED")
+        self.end_pipeline_run(run_id)
         return {**result.as_dict(), "load_model_seconds": round(load_seconds, 4), "mlflow_run_id": run_id}

@@ -8,7 +8,6 @@ from typing import TYPE_CHECKING, Any
 from mlops_provider.exceptions import GateFailedError
 from mlops_provider.links.mlflow import MLflowModelVersionLink, MLflowRunLink
 from mlops_provider.operators.base import MLflowStageOperator
-from mlops_provider.operators.evaluate import GateRejectedError
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -36,7 +35,7 @@ class PromoteModelOperator(MLflowStageOperator):
     :param evaluate_task_id: task whose XCom holds the verdict.
     :param targets: ``deploy.targets`` of the spec as JSON-able mappings (``model_dump(mode="json")``):
         the version is staged and health-checked on every one before the alias moves, and they switch to
-        it after (:func:`mlops_provider.stages.serve.follow`). A failed check fails the task with the
+        it after (:func:`mlops_provider.serving.follow.follow`). A failed check fails the task with the
         alias and the live serving untouched (a retry starts over); the XCom's ``serving`` holds each
         target's live address.
     :param target_column: the label column, left out of the health-check rows of a model without a
@@ -70,8 +69,8 @@ class PromoteModelOperator(MLflowStageOperator):
         self.evaluate_task_id = evaluate_task_id
 
     def execute(self, context: Context) -> dict[str, Any]:
+        from mlops_provider.serving.follow import follow
         from mlops_provider.stages.deploy import promote, require_passed
-        from mlops_provider.stages.serve import follow
 
         registered = self.upstream(context, self.register_task_id, "model_name", "version")
         verdict = context["ti"].xcom_pull(task_ids=self.evaluate_task_id)
@@ -124,19 +123,19 @@ class PromoteModelOperator(MLflowStageOperator):
         except GateFailedError as exc:
             from mlflow.entities import RunTag
 
-            from mlops_provider.stages.evaluate import VERDICT_REASON_TAG, VERDICT_TAG
+            from mlops_provider.tracking import tags as T
 
             self.hook.client.log_batch(
-                run_id, tags=[RunTag(VERDICT_TAG, "rejected"), RunTag(VERDICT_REASON_TAG, str(exc)[:4000])]
+                run_id, tags=[RunTag(T.VERDICT, "rejected"), RunTag(T.VERDICT_REASON, str(exc)[:4000])]
             )
-            raise GateRejectedError(str(exc)) from None
+            raise
         promotion = followed.result
         self.persist_model_version_link(context, name=name, version=version)
         previous = f"v{promotion.previous_version}" if promotion.previous_version else "none (first champion)"
         self.log.info("%s@%s: %s -> v%s. Why: %s", name, self.alias, previous, version, promotion.reason)
         for target, endpoint in followed.endpoints.items():
             self.log.info("%s serves v%s at %s", target, version, endpoint)
-        self.hook.end_pipeline_run(run_id, "FINISHED")
+        self.end_pipeline_run(run_id)
         result: dict[str, Any] = {
             "alias": self.alias,
             "version": version,

@@ -5,17 +5,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
-from airflow.sdk.exceptions import AirflowFailException
-
 from mlops_provider.exceptions import GateFailedError
 from mlops_provider.operators.base import MLflowStageOperator
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
-
-
-class GateRejectedError(GateFailedError, AirflowFailException):
-    """A gate said no. The outcome is deterministic, so Airflow fails the task at once, without retries."""
 
 
 class EvaluateModelOperator(MLflowStageOperator):
@@ -34,7 +28,7 @@ class EvaluateModelOperator(MLflowStageOperator):
     * ``"skip"`` (default): the task succeeds, says in one line why the candidate lost and where the
       alias stays, ends the pipeline's MLflow run ``FINISHED`` and skips every downstream task (register
       and deploy), as a ShortCircuitOperator does;
-    * ``"fail"``: the task fails without retries (:class:`GateRejectedError`);
+    * ``"fail"``: the task fails without retries (:class:`~mlops_provider.exceptions.GateFailedError`);
     * ``"continue"``: the task succeeds and downstream tasks run; deploy refuses a rejected verdict.
 
     :param metrics: metrics to compute (classification: accuracy precision recall f1 roc_auc log_loss,
@@ -89,7 +83,7 @@ class EvaluateModelOperator(MLflowStageOperator):
 
     def execute(self, context: Context) -> dict[str, Any]:
         from mlops_provider.stages import evaluate as stage
-        from mlops_provider.stages import workspace
+        from mlops_provider.storage import workspace
 
         ingest = self.upstream(context, self.ingest_task_id, "test_uri", "target")
         train = self.upstream(context, self.train_task_id, "model_uri")
@@ -123,11 +117,11 @@ class EvaluateModelOperator(MLflowStageOperator):
         message = (f"{self.model_name} rejected by the evaluation gate: {verdict.reason}. "
                    f"Not registered; {stays}.")
         if self.on_rejection == "fail":
-            raise GateRejectedError(message)
+            raise GateFailedError(message)
         from airflow.providers.common.compat.sdk import DownstreamTasksSkipped
 
         self.log.warning("%s", message)
-        self.hook.end_pipeline_run(run_id, "FINISHED")  # nothing downstream will: the pipeline is done
+        self.end_pipeline_run(run_id)  # nothing downstream will: the pipeline is done
         context["ti"].xcom_push(key="return_value", value=result)
         downstream = sorted(self.downstream_task_ids)
         if downstream:

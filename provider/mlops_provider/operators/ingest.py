@@ -75,8 +75,8 @@ class IngestDatasetOperator(MLflowStageOperator):
         return self._ingest(context)
 
     def _defer_until_source_exists(self) -> None:
-        from mlops_provider.stages import workspace
         from mlops_provider.stages.ingest import source_uri
+        from mlops_provider.storage import workspace
 
         uri = source_uri(self.source)
         if workspace.exists(uri, self.source_conn_id):

@@ -76,37 +76,34 @@ class DetectDriftOperator(MLflowStageOperator):
         self.stattest_threshold = stattest_threshold
 
     def execute(self, context: Context) -> dict[str, Any]:
-        from airflow.sdk.exceptions import AirflowFailException
-
-        from mlops_provider.stages import monitor, workspace
-        from mlops_provider.stages.evaluate import load_model
+        from mlops_provider.stages import monitor
+        from mlops_provider.storage import workspace
+        from mlops_provider.storage.tables import TableColumns
+        from mlops_provider.tracking.models import load_model
 
         client = self.hook.client
         # The monitoring run; the base operator marks it FAILED if this task fails for good.
         run_id = self.pipeline_run_id(context)
-        try:
-            reference = monitor.find_reference(client, self.model_name, self.reference_alias)
-        except monitor.ReferenceNotFoundError as exc:
-            raise AirflowFailException(str(exc)) from exc  # retrying cannot make a champion appear
-        self.persist_model_version_link(context, name=reference.model_name, version=reference.version)
+        reference = monitor.find_reference(client, self.model_name, self.reference_alias)
+        model = reference.model
+        self.persist_model_version_link(context, name=model.name, version=model.version)
         current_uri = monitor.current_uri(self.current)
-        self.log.info("Reference: %s v%s (@%s), trained on %s", reference.model_name, reference.version,
-                      reference.alias, reference.data_uri)
+        self.log.info("Reference: %s, trained on %s", model, reference.data_uri)
 
         def load_reference_model() -> Any:
             with self.hook.activate():
-                return load_model(reference.model_uri)
+                return load_model(model.uri).model
 
         result = monitor.detect_drift(
-            monitor.TableColumns(current_uri, self.current_conn_id, self.file_format),
-            monitor.TableColumns(reference.data_uri, workspace.workspace_conn_id()),
+            TableColumns(current_uri, self.current_conn_id, self.file_format),
+            TableColumns(reference.data_uri, workspace.workspace_conn_id()),
             target=self.target,
             drift_share=self.drift_share,
             stattest=self.stattest,
             stattest_threshold=self.stattest_threshold,
             ml_task=self.ml_task,
             load_model=load_reference_model,
-            title=f"{reference.model_name} v{reference.version} (@{reference.alias}): drift of {current_uri}",
+            title=f"{model}: drift of {current_uri}",
         )
         self.log.info("%s", result.summary())
         for column in result.columns:
@@ -122,14 +119,14 @@ class DetectDriftOperator(MLflowStageOperator):
             current=current_uri, stattest=self.stattest, stattest_threshold=self.stattest_threshold,
         )
         DriftReportLink.persist_for(self, context, run_id=run_id, path=monitor.REPORT_ARTIFACT)
-        self.hook.end_pipeline_run(run_id, "FINISHED")
+        self.end_pipeline_run(run_id)
         self.log.info("Report: %s", report_uri)
         return {
             **result.verdict(),
             "report_uri": report_uri,
             "mlflow_run_id": run_id,
-            "model_name": reference.model_name,
-            "model_version": reference.version,
+            "model_name": model.name,
+            "model_version": model.version,
         }
 
 

@@ -7,6 +7,8 @@ from typing import TYPE_CHECKING, Any
 
 from mlops_provider.links.mlflow import MLflowModelVersionLink, MLflowRunLink
 from mlops_provider.operators.base import MLflowStageOperator
+from mlops_provider.tracking import tags as T
+from mlops_provider.tracking.models import model_uri
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -53,17 +55,9 @@ class RegisterModelOperator(MLflowStageOperator):
         ingest = ti.xcom_pull(task_ids=self.ingest_task_id)
         verdict = ti.xcom_pull(task_ids=self.evaluate_task_id)
         data_sha = ingest.get("data_sha256") if isinstance(ingest, dict) else None
-        tags = {
-            **self.tags,
-            **self.hook.lineage_tags(
-                context,
-                pipeline=self.pipeline,
-                spec_sha256=self.spec_sha256,
-                data_sha256=data_sha,
-            ),
-        }
+        tags = {**self.tags, **self.lineage_tags(context, data_sha256=data_sha)}
         if isinstance(verdict, dict) and "passed" in verdict:
-            tags["mlops.verdict"] = "passed" if verdict["passed"] else "rejected"
+            tags[T.VERDICT] = "passed" if verdict["passed"] else "rejected"
             for metric, value in (verdict.get("metrics") or {}).items():
                 tags[f"mlops.test_{metric}"] = f"{value:.6g}"
         return {k: str(v) for k, v in tags.items()}
@@ -95,5 +89,5 @@ class RegisterModelOperator(MLflowStageOperator):
             f"; aliases: {', '.join('@' + a for a in self.aliases)}" if self.aliases else "",
         )
         self.persist_model_version_link(context, name=self.model_name, version=number)
-        uri = f"models:/{self.model_name}/{number}"
+        uri = model_uri(self.model_name, number)
         return {"model_name": self.model_name, "version": number, "model_uri": uri}

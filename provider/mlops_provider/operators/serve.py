@@ -66,20 +66,17 @@ class ServedVersionOperator(_ServingOperator):
 class SyncServingOperator(_ServingOperator):
     """Make every serving target serve the version that holds ``@alias`` now (the alias is not moved).
 
-    Stages and health-checks it on every target first (:func:`mlops_provider.stages.serve.follow`); a failed
+    Stages and health-checks it on every target first (:func:`mlops_provider.serving.follow.follow`); a failed
     check fails the task with the targets still serving what they served. Returns the version and each
     target's live address.
     """
 
     def execute(self, context: Context) -> dict[str, Any]:
-        from mlops_provider.exceptions import GateFailedError
-        from mlops_provider.stages.evaluate import current_champion
-        from mlops_provider.stages.serve import follow
+        from mlops_provider.serving.follow import follow
+        from mlops_provider.tracking.models import require_alias
 
-        holder = current_champion(self.hook.client, self.model_name, self.alias)
-        if holder is None:
-            raise GateFailedError(f"{self.model_name} has no @{self.alias}: nothing to serve")
-        version = str(holder.version)
+        holder = require_alias(self.hook.client, self.model_name, self.alias, hint="nothing to serve")
+        version = holder.version
         followed = follow(
             self.hook,
             model_name=self.model_name,

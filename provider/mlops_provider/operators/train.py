@@ -55,8 +55,6 @@ class TrainModelOperator(MLflowStageOperator):
     def execute(self, context: Context) -> dict[str, Any]:
         import functools
 
-        from airflow.sdk.exceptions import AirflowFailException
-
         from mlops_provider.exceptions import NotAllowedError
 
         ingested = self.upstream(context, self.ingest_task_id, "train_uri", "target")
@@ -67,14 +65,11 @@ class TrainModelOperator(MLflowStageOperator):
             "docker": functools.partial(self._train_in_docker, context),
         }
         if runner_type not in runners:
-            raise AirflowFailException(
+            raise NotAllowedError(
                 f"train runner {runner_type!r} is not available in this version of airflow-provider-mlops "
                 f"(available: {', '.join(runners)})"
             )
-        try:
-            result = runners[runner_type](ingested, run_id)
-        except NotAllowedError as exc:  # configuration, not a transient failure: retrying cannot help
-            raise AirflowFailException(str(exc)) from exc
+        result = runners[runner_type](ingested, run_id)  # NotAllowedError: no retries (the base class)
         self.log.info("Trained %s on %d rows; model %s", result["model_class"], result["train_rows"],
                       result["model_uri"])
         return result

@@ -48,27 +48,21 @@ class ValidateDatasetOperator(MLflowStageOperator):
         self.ingest_task_id = ingest_task_id
 
     def execute(self, context: Context) -> dict[str, Any]:
-        from airflow.sdk.exceptions import AirflowFailException
-
-        from mlops_provider.exceptions import DataValidationError
         from mlops_provider.stages.validate import REPORT_ARTIFACT, validate
 
         ingested = self.upstream(context, self.ingest_task_id, "snapshot_uri")
         run_id = self.pipeline_run_id(context)
         # linked before validating: a failed validation raises, and its report is the one to read
         ValidationReportLink.persist_for(self, context, run_id=run_id, path=REPORT_ARTIFACT)
-        try:
-            result = validate(
-                ingested["snapshot_uri"],
-                expectations=self.expectations,
-                suite=self.suite,
-                on_failure=self.on_failure,
-                client=self.hook.client,
-                mlflow_run_id=run_id,
-                title=f"Data validation of {self.pipeline} ({context['ti'].run_id})",
-            )
-        except DataValidationError as exc:
-            raise AirflowFailException(str(exc)) from exc
+        result = validate(  # a DataValidationError fails without retries: the data will not improve
+            ingested["snapshot_uri"],
+            expectations=self.expectations,
+            suite=self.suite,
+            on_failure=self.on_failure,
+            client=self.hook.client,
+            mlflow_run_id=run_id,
+            title=f"Data validation of {self.pipeline} ({context['ti'].run_id})",
+        )
         if result["success"]:
             self.log.info("Data validation passed: %s", result["summary"])
         else:

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from mlops_provider import config
 from mlops_provider.links.mlflow import artifact_url, model_version_url, run_url, ui_base_url
+from mlops_provider.tracking import tags as T
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
@@ -197,14 +198,14 @@ def model_registered(client: Any, name: str) -> bool:
 
 def _fill_failure(run: LastRun, client: Any, spec: PipelineSpec, ui: str) -> None:
     """The pipeline's MLflow run of that DAG run: a link, and (failed) the first line of the error."""
-    from mlops_provider.hooks.mlflow import TAG_FAILED_TASK, TAG_FAILURE, TAG_RUN_KEY, dag_run_key
+    from mlops_provider.tracking.runs import run_key
 
     experiment = client.get_experiment_by_name(spec.experiment)
     if experiment is None:
         return
     found = client.search_runs(
         [experiment.experiment_id],
-        filter_string=f"tags.`{TAG_RUN_KEY}` = '{dag_run_key(run.dag_id, run.run_id)}'",
+        filter_string=f"tags.`{T.RUN_KEY}` = '{run_key(run.dag_id, run.run_id)}'",
         max_results=1,
     )
     if not found:
@@ -212,35 +213,32 @@ def _fill_failure(run: LastRun, client: Any, spec: PipelineSpec, ui: str) -> Non
     mlflow_run = found[0]
     run.links.append(Link("MLflow run", run_url(ui, mlflow_run.info.experiment_id, mlflow_run.info.run_id)))
     if run.state == "failed":
-        run.failure = mlflow_run.data.tags.get(TAG_FAILURE)
-        run.failed_task = run.failed_task or mlflow_run.data.tags.get(TAG_FAILED_TASK)
+        run.failure = mlflow_run.data.tags.get(T.FAILURE)
+        run.failed_task = run.failed_task or mlflow_run.data.tags.get(T.FAILED_TASK)
 
 
 def champion(client: Any, spec: PipelineSpec, ui: str) -> tuple[Champion | None, str | None]:
     """The version holding ``@<deploy.alias>`` and the test metrics its pipeline run recorded."""
-    from mlflow.exceptions import MlflowException
+    from mlops_provider.tracking.models import resolve_alias
 
     alias = spec.deploy.alias
-    try:
-        version = client.get_model_version_by_alias(spec.model_name, alias)
-    except MlflowException as exc:
-        if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE", "NOT_FOUND"):
-            return None, f"no version holds @{alias} yet"
-        raise
+    version = resolve_alias(client, spec.model_name, alias)
+    if version is None:
+        return None, f"no version holds @{alias} yet"
     links = [Link(f"v{version.version}", model_version_url(ui, spec.model_name, version.version))]
     metrics: dict[str, float | None] = {}
     verdict = None
     if version.run_id:
         run = client.get_run(version.run_id)
         metrics = {name: run.data.metrics.get(f"test_{name}") for name in spec.metrics}
-        verdict = run.data.tags.get("mlops.verdict")
+        verdict = run.data.tags.get(T.VERDICT)
         links.append(Link("training run", run_url(ui, run.info.experiment_id, version.run_id)))
     return Champion(str(version.version), alias, metrics, verdict, links), None
 
 
 def last_drift(client: Any, spec: PipelineSpec, ui: str) -> DriftStatus | None:
     """The latest monitoring run of the pipeline's experiment (tag ``mlops.run_type = monitor``)."""
-    from mlops_provider.stages.monitor import REPORT_ARTIFACT, RUN_TYPE_MONITOR, TAG_RUN_TYPE
+    from mlops_provider.stages.monitor import REPORT_ARTIFACT
 
     if spec.monitor is None:
         return None
@@ -249,14 +247,14 @@ def last_drift(client: Any, spec: PipelineSpec, ui: str) -> DriftStatus | None:
         return None
     runs = client.search_runs(
         [experiment.experiment_id],
-        filter_string=f"tags.`{TAG_RUN_TYPE}` = '{RUN_TYPE_MONITOR}'",
+        filter_string=f"tags.`{T.RUN_TYPE}` = '{T.RUN_TYPE_MONITOR}'",
         order_by=["attributes.start_time DESC"],
         max_results=1,
     )
     if not runs:
         return None
     run = runs[0]
-    drift_tag = run.data.tags.get("mlops.dataset_drift")
+    drift_tag = run.data.tags.get(T.DATASET_DRIFT)
     links = [Link("monitoring run", run_url(ui, run.info.experiment_id, run.info.run_id))]
     if drift_tag is not None:
         report = artifact_url(ui, run.info.experiment_id, run.info.run_id, REPORT_ARTIFACT)

@@ -53,7 +53,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlparse
 
 from mlops_provider import config
-from mlops_provider.exceptions import NotAllowedError, ServiceUnavailableError, StageError
+from mlops_provider.exceptions import MlopsError, NotAllowedError, ServiceUnavailableError, StageError
 
 if TYPE_CHECKING:
     import logging
@@ -171,7 +171,8 @@ def engine_client(docker_conn_id: str | None, docker_url: str) -> APIClient:
 
 
 def ensure_image(cli: APIClient, image: str, log: Logger | logging.Logger) -> None:
-    """Pull ``image`` unless the engine has it; a failed pull raises :class:`StageError`."""
+    """Pull ``image`` unless the engine has it; a failed pull raises :class:`ServiceUnavailableError`
+    (retried: a registry that is down or rate-limits comes back; a wrong name fails every try)."""
     from docker.errors import APIError, ImageNotFound, NotFound
 
     with contextlib.suppress(ImageNotFound, NotFound):
@@ -181,9 +182,9 @@ def ensure_image(cli: APIClient, image: str, log: Logger | logging.Logger) -> No
     try:
         for event in cli.pull(image, stream=True, decode=True):
             if isinstance(event, dict) and event.get("error"):
-                raise StageError(f"cannot pull image {image}: {event['error']}")
+                raise ServiceUnavailableError(f"cannot pull image {image}: {event['error']}")
     except APIError as exc:
-        raise StageError(f"cannot pull image {image}: {exc.explanation or exc}") from exc
+        raise ServiceUnavailableError(f"cannot pull image {image}: {exc.explanation or exc}") from exc
 
 
 def remove_container(cli: APIClient, container_id: str, log: Logger | logging.Logger) -> None:
@@ -212,22 +213,16 @@ class DockerTrainRunner:
     """
 
     def __init__(self, runner: Mapping[str, Any], *, log: Logger | logging.Logger) -> None:
-        from airflow.sdk.exceptions import AirflowFailException
         from pydantic import ValidationError
 
         from mlops_provider.spec.schema import DockerRunner
 
-        # a misconfigured runner fails the task at once: retrying cannot help
+        # a misconfigured runner fails the task at once (errors of this package that retrying cannot help)
         try:
             self.config = DockerRunner.model_validate(dict(runner))
         except ValidationError as exc:
-            raise AirflowFailException(f"invalid train runner: {exc}") from exc
-        try:
-            self.extra_mounts = [parse_mount(m) for m in self.config.mounts]
-        except NotAllowedError:
-            raise
-        except StageError as exc:
-            raise AirflowFailException(str(exc)) from exc
+            raise NotAllowedError(f"invalid train runner: {exc}") from exc
+        self.extra_mounts = [parse_mount(m) for m in self.config.mounts]
         self.docker_url = self.config.docker_url or os.environ.get("DOCKER_HOST") or DEFAULT_DOCKER_URL
         self.log = log
         self._cli: APIClient | None = None
@@ -266,7 +261,7 @@ class DockerTrainRunner:
         from airflow.sdk.log import mask_secret
 
         from mlops_provider.spec.load import is_secret_key
-        from mlops_provider.stages import workspace
+        from mlops_provider.storage import workspace
 
         # the pipeline's experiment is the active one: whatever an entrypoint logs itself lands there too
         env: dict[str, str] = {"PYTHONUNBUFFERED": "1", "MLFLOW_TRACKING_URI": hook.tracking_uri,
@@ -296,7 +291,7 @@ class DockerTrainRunner:
     def _mounts(
         self, hook: MLflowHook, *, train_uri: str, entrypoint: str | None, artifact_location: str | None
     ) -> list[MountSpec]:
-        from mlops_provider.stages import workspace
+        from mlops_provider.storage import workspace
 
         needed: list[tuple[Path, bool]] = []
         split = local_path(train_uri)
@@ -441,7 +436,7 @@ class DockerTrainRunner:
 
     def _failure(
         self, cli: APIClient, container_id: str, name: str, code: int, tail: list[str]
-    ) -> StageError:
+    ) -> MlopsError:
         state: dict[str, Any] = {}
         with contextlib.suppress(Exception):
             state = cli.inspect_container(container_id).get("State") or {}

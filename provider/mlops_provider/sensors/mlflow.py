@@ -36,6 +36,7 @@ from airflow.sdk.exceptions import AirflowSensorTimeout
 
 from mlops_provider.exceptions import ServiceUnavailableError, StageError
 from mlops_provider.links.mlflow import MLflowModelVersionLink
+from mlops_provider.operators.base import FailFast
 from mlops_provider.triggers.mlflow import MLflowModelVersionTrigger, ModelVersionWatch
 
 if TYPE_CHECKING:
@@ -48,7 +49,7 @@ __all__ = ["MLflowModelVersionSensor"]
 _STATUSES = ("READY", "PENDING_REGISTRATION", "FAILED_REGISTRATION")
 
 
-class MLflowModelVersionSensor(BaseSensorOperator):
+class MLflowModelVersionSensor(FailFast, BaseSensorOperator):
     """Wait until ``alias`` points at a new version, or until ``version`` reaches ``status`` and ``tags``.
 
     :param model_name: registered model name. Templated.

@@ -24,14 +24,14 @@ if TYPE_CHECKING:
 
     import pandas as pd
 
+    from mlops_provider.tracking.models import ModelVersionRef
+
 
 @dataclass(frozen=True)
 class Candidate:
     """What is being deployed: one registered model version and how to check it."""
 
-    model_name: str
-    version: str
-    model_uri: str  # models:/<name>/<version>
+    model: ModelVersionRef
     pipeline: str
     #: feature rows for the health check (a pandas DataFrame; loaded lazily by the caller)
     sample: pd.DataFrame
@@ -99,11 +99,11 @@ def rollout(
     staged: list[tuple[ServingTarget, Staged]] = []
     try:
         for target in targets:
-            log.info("%s: staging %s v%s", target.name, candidate.model_name, candidate.version)
+            log.info("%s: staging %s v%s", target.name, candidate.model.name, candidate.model.version)
             item = target.prepare(candidate)
             staged.append((target, item))
             target.check(item, candidate)
-            log.info("%s: v%s passed its health check", target.name, candidate.version)
+            log.info("%s: v%s passed its health check", target.name, candidate.model.version)
         result = move_alias()
     except BaseException:
         for target, item in reversed(staged):

@@ -157,7 +157,7 @@ class DockerServingTarget:
 
         cli = self.client()
         live = self._live()
-        version = str(candidate.version)
+        version = str(candidate.model.version)
         if live is not None and str(live["Labels"].get(LABEL_VERSION)) == version:
             slot = int(live["Labels"][LABEL_PORT])
             self.log.info(
@@ -181,7 +181,7 @@ class DockerServingTarget:
             LABEL_VERSION: version,
             LABEL_ROLE: ROLE,
             LABEL_PORT: str(slot),
-            f"{LABEL_PREFIX}model_name": candidate.model_name,
+            f"{LABEL_PREFIX}model_name": candidate.model.name,
         }
         host_mode = self.config.network_mode == "host"
         host_config = cli.create_host_config(

@@ -284,15 +284,15 @@ class SageMakerServingTarget:
                 self.config.execution_role_arn,
                 self.config.instance_type,
                 str(self.config.instance_count),
-                candidate.model_uri,
+                candidate.model.uri,
             ]
         )
         content_hash = hashlib.sha256(settings.encode()).hexdigest()
-        name = resource_name(self.endpoint_name, candidate.version, content_hash)
+        name = resource_name(self.endpoint_name, candidate.model.version, content_hash)
         previous_config = before["EndpointConfigName"] if before else None
         staged = Staged(
             target=self.name,
-            version=candidate.version,
+            version=candidate.model.version,
             endpoint=self.invocation_url(),
             info={
                 "endpoint_name": self.endpoint_name,
@@ -306,7 +306,8 @@ class SageMakerServingTarget:
             },
         )
         if previous_config == name:
-            self.log.info("%s: already serves %s (v%s); nothing to do", self.name, name, candidate.version)
+            self.log.info("%s: already serves %s (v%s); nothing to do", self.name, name,
+                          candidate.model.version)
             staged.info["unchanged"] = True
             return staged
         try:
@@ -322,9 +323,9 @@ class SageMakerServingTarget:
         name = staged.info["model_name"]
         tag_map = {
             TAG_PIPELINE: self.pipeline,
-            TAG_MODEL: candidate.model_name,
-            TAG_VERSION: candidate.version,
-            TAG_MODEL_URI: candidate.model_uri,
+            TAG_MODEL: candidate.model.name,
+            TAG_VERSION: candidate.model.version,
+            TAG_MODEL_URI: candidate.model.uri,
             TAG_CONTENT: content[:32],
         }
         if self._describe(self._sm.describe_model, ModelName=name) is None:
@@ -371,20 +372,21 @@ class SageMakerServingTarget:
                 )
         except AirflowException as exc:
             raise DeploymentCheckError(
-                f"{self.name}: v{candidate.version} did not become InService: {exc}"
+                f"{self.name}: v{candidate.model.version} did not become InService: {exc}"
             ) from exc
         after = self._endpoint() or {}
         if after.get("EndpointConfigName") != name or after.get("EndpointStatus") != "InService":
             reason = after.get("FailureReason") or "no reason given"
             raise DeploymentCheckError(
-                f"{self.name}: SageMaker could not put v{candidate.version} in service and rolled "
+                f"{self.name}: SageMaker could not put v{candidate.model.version} in service and rolled "
                 f"the endpoint back to {after.get('EndpointConfigName')} "
                 f"({after.get('EndpointStatus')}): {reason}"
             )
-        self.log.info("%s: v%s is InService (%s)", self.name, candidate.version, name)
+        self.log.info("%s: v%s is InService (%s)", self.name, candidate.model.version, name)
 
     def _upload(self, candidate: Candidate) -> str:
-        key = "/".join(p for p in (self.prefix, candidate.model_name, candidate.version, "model.tar.gz") if p)
+        parts = (self.prefix, candidate.model.name, candidate.model.version, "model.tar.gz")
+        key = "/".join(p for p in parts if p)
         self.log.info("%s: uploading the model to s3://%s/%s", self.name, self.bucket, key)
         # The directory's content at the tar root, like `mlflow sagemaker` (mlflow.sagemaker._make_tarfile).
         self.sagemaker_hook.tar_and_s3_upload(candidate.local_model_dir, key, self.bucket)

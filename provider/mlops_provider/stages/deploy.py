@@ -10,7 +10,7 @@ Every move is also kept, in order, as one tag per move on the registered model
 (``mlops.<alias>.move.000001``, ``...000002``, ...; a JSON :class:`Promotion`): :func:`history` reads them.
 
 With serving targets (``deploy.targets``), a promotion and a rollback both go through
-:func:`mlops_provider.stages.serve.follow`: the version is staged and health-checked on every target
+:func:`mlops_provider.serving.follow.follow`: the version is staged and health-checked on every target
 before the alias moves, and the targets switch to it after; the record names the targets that followed
 (``serving``). A failed check leaves the alias, the record and the live serving as they were.
 """
@@ -24,29 +24,18 @@ from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from mlops_provider.exceptions import GateFailedError
-from mlops_provider.stages.evaluate import current_champion
+from mlops_provider.tracking import tags as T
+from mlops_provider.tracking.models import resolve_alias
+from mlops_provider.tracking.tags import NO_PREVIOUS, last_promotion_tag, move_tag_prefix, previous_tag
 
 if TYPE_CHECKING:
     import logging
 
     from mlflow import MlflowClient
 
-    from mlops_provider.hooks.mlflow import MLflowHook
+    from mlops_provider.tracking import MLflowAccess
 
 PROMOTION_ARTIFACT = "deploy/promotion.json"
-NO_PREVIOUS = "none"
-
-
-def previous_tag(alias: str) -> str:
-    return f"mlops.previous_{alias}"
-
-
-def last_promotion_tag(alias: str) -> str:
-    return f"mlops.{alias}.last_promotion"
-
-
-def move_tag_prefix(alias: str) -> str:
-    return f"mlops.{alias}.move."
 
 
 #: a move record's reason is cut to this many characters (registry tag values are bounded)
@@ -107,17 +96,17 @@ def promote(
 ) -> Promotion:
     """Move ``@alias`` to ``version`` after checking the verdict; record the previous holder.
 
-    ``serving`` names the targets checked for this move (:func:`mlops_provider.stages.serve.follow`).
+    ``serving`` names the targets checked for this move (:func:`mlops_provider.serving.follow.follow`).
     """
     version = str(version)
     why = require_passed(verdict, alias=alias, version=version, evaluate_task_id=evaluate_task_id)
     target = client.get_model_version(model_name, version)
-    holder = current_champion(client, model_name, alias)
-    if holder is not None and str(holder.version) == version:
+    holder = resolve_alias(client, model_name, alias)
+    if holder is not None and holder.version == version:
         recorded = target.tags.get(previous_tag(alias))
         previous = None if recorded in (None, NO_PREVIOUS) else recorded
     else:
-        previous = str(holder.version) if holder is not None else None
+        previous = holder.version if holder is not None else None
         client.set_model_version_tag(model_name, version, previous_tag(alias), previous or NO_PREVIOUS)
         client.set_registered_model_alias(model_name, alias, version)
     promotion = Promotion(
@@ -139,8 +128,8 @@ def promote(
 def record(client: MlflowClient, promotion: Promotion) -> None:
     """The audit trail: on the version, on the registered model, and on the pipeline run."""
     name, version, alias = promotion.model_name, promotion.version, promotion.alias
-    client.set_model_version_tag(name, version, f"mlops.promoted_to_{alias}_at", promotion.promoted_at)
-    client.set_model_version_tag(name, version, f"mlops.promoted_to_{alias}_by", promotion.promoted_by)
+    client.set_model_version_tag(name, version, T.promoted_at_tag(alias), promotion.promoted_at)
+    client.set_model_version_tag(name, version, T.promoted_by_tag(alias), promotion.promoted_by)
     summary = {k: v for k, v in promotion.as_dict().items() if k != "reason"}
     client.set_registered_model_tag(name, last_promotion_tag(alias), json.dumps(summary))
     _append_move(client, promotion)
@@ -150,8 +139,8 @@ def record(client: MlflowClient, promotion: Promotion) -> None:
         client.log_batch(
             promotion.mlflow_run_id,
             tags=[
-                RunTag(f"mlops.{alias}_version", version),
-                RunTag(f"mlops.previous_{alias}_version", promotion.previous_version or NO_PREVIOUS),
+                RunTag(T.alias_version_run_tag(alias), version),
+                RunTag(T.previous_version_run_tag(alias), promotion.previous_version or NO_PREVIOUS),
             ],
         )
         record_json = json.dumps(promotion.as_dict(), indent=2)
@@ -199,15 +188,13 @@ def history(client: MlflowClient, *, model_name: str, alias: str = "champion") -
 def _check_target(client: MlflowClient, model_name: str, version: str, *, alias: str, force: bool) -> None:
     from mlflow.exceptions import MlflowException
 
-    from mlops_provider.stages.evaluate import VERDICT_REASON_TAG, VERDICT_TAG
-
     try:
         target = client.get_model_version(model_name, version)
     except MlflowException as exc:
         raise GateFailedError(f"{model_name} has no version {version!r} to move @{alias} to") from exc
-    verdict = target.tags.get(VERDICT_TAG)
+    verdict = target.tags.get(T.VERDICT)
     if verdict == "rejected" and not force:
-        why = target.tags.get(VERDICT_REASON_TAG) or "no reason recorded"
+        why = target.tags.get(T.VERDICT_REASON) or "no reason recorded"
         raise GateFailedError(
             f"refusing to move @{alias} to {model_name} v{version}: its evaluation rejected it ({why}); "
             "use --force to override"
@@ -223,7 +210,7 @@ def rollback(
     reason: str | None = None,
     performed_by: str = "rollback",
     force: bool = False,
-    hook: MLflowHook | None = None,
+    hook: MLflowAccess | None = None,
     targets: Sequence[Mapping[str, Any]] = (),
     pipeline: str | None = None,
     target_column: str | None = None,
@@ -238,11 +225,11 @@ def rollback(
     With serving ``targets`` (and the ``hook`` of ``client``), the version is re-staged and health-checked
     on every target first; the alias moves only if all pass, and then the targets switch back too.
     """
-    holder = current_champion(client, model_name, alias)
+    holder = resolve_alias(client, model_name, alias)
     if to is None:
         if holder is None:
             raise GateFailedError(f"{model_name} has no @{alias} to roll back")
-        previous = holder.tags.get(previous_tag(alias))
+        previous = client.get_model_version(model_name, holder.version).tags.get(previous_tag(alias))
         if previous in (None, NO_PREVIOUS):
             raise GateFailedError(
                 f"{model_name}@{alias} (v{holder.version}) has no recorded previous holder to roll back to"
@@ -250,10 +237,10 @@ def rollback(
         target = str(previous)
     else:
         target = str(to)
-        if holder is not None and str(holder.version) == target:
+        if holder is not None and holder.version == target:
             raise GateFailedError(f"{model_name}@{alias} is already v{target}: nothing to roll back")
     _check_target(client, model_name, target, alias=alias, force=force)
-    source = str(holder.version) if holder is not None else None
+    source = holder.version if holder is not None else None
 
     def move(serving: list[str]) -> None:
         client.set_registered_model_alias(model_name, alias, target)
@@ -276,7 +263,7 @@ def rollback(
     if targets:
         import logging
 
-        from mlops_provider.stages.serve import follow
+        from mlops_provider.serving.follow import follow
 
         if hook is None or pipeline is None:
             raise ValueError("rolling back serving targets needs the MLflow hook and the pipeline name")

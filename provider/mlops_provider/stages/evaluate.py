@@ -18,14 +18,13 @@ from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 from mlops_provider.spec.schema import METRICS
+from mlops_provider.tracking import models
+from mlops_provider.tracking import tags as T
 
 if TYPE_CHECKING:
     import pandas as pd
     from mlflow import MlflowClient
-    from mlflow.entities.model_registry import ModelVersion
 
-VERDICT_TAG = "mlops.verdict"
-VERDICT_REASON_TAG = "mlops.verdict_reason"
 VERDICT_ARTIFACT = "evaluation/verdict.json"
 PASSED = "passed"
 REJECTED = "rejected"
@@ -149,23 +148,6 @@ def direction(task: str, metric: str) -> Literal["max", "min"]:
     except KeyError:
         known = ", ".join(METRICS.get(task, {}))
         raise ValueError(f"unknown {task} metric {metric!r}; known: {known}") from None
-
-
-def load_model(model_uri: str) -> Any:
-    """The model as its native scikit-learn object when it has that flavor (for ``predict_proba``).
-
-    Uses MLflow's module-level tracking/registry URI: call it inside ``MLflowHook.activate()``.
-    """
-    from mlflow.models import get_model_info
-
-    flavors = get_model_info(model_uri).flavors
-    if "sklearn" in flavors:
-        import mlflow.sklearn
-
-        return mlflow.sklearn.load_model(model_uri)
-    import mlflow.pyfunc
-
-    return mlflow.pyfunc.load_model(model_uri)
 
 
 def _probabilities(model: Any, features: pd.DataFrame) -> tuple[Any, list[Any]]:
@@ -306,18 +288,6 @@ def champion_check(
     return Check("champion", metric, candidate, op, bound, ok, reason)
 
 
-def current_champion(client: MlflowClient, model_name: str, alias: str) -> ModelVersion | None:
-    """The version holding ``@alias``, or ``None`` when the model or the alias does not exist yet."""
-    from mlflow.exceptions import MlflowException
-
-    try:
-        return client.get_model_version_by_alias(model_name, alias)
-    except MlflowException as exc:
-        if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "NOT_FOUND", "INVALID_PARAMETER_VALUE"):
-            return None
-        raise
-
-
 def evaluate(
     client: MlflowClient,
     *,
@@ -344,7 +314,7 @@ def evaluate(
     columns = features or [c for c in test.columns if c != target]
     x_test, y_test = test[columns], test[target]
 
-    candidate = score(load_model(model_uri), x_test, y_test, task=task, metrics=wanted)
+    candidate = score(models.load_model(model_uri).model, x_test, y_test, task=task, metrics=wanted)
     verdict = Verdict(
         model_name=model_name,
         metrics=candidate,
@@ -356,13 +326,13 @@ def evaluate(
     if champion_metric is None:
         return verdict
 
-    holder = current_champion(client, model_name, champion_alias)
+    holder = models.resolve_alias(client, model_name, champion_alias)
     if holder is not None and run_id is not None and holder.run_id == run_id:
         holder = None  # the champion is this very run's model: nothing to compare against
     if holder is not None:
-        verdict.champion_version = str(holder.version)
+        verdict.champion_version = holder.version
         try:
-            champion_model = load_model(f"models:/{model_name}/{holder.version}")
+            champion_model = models.load_model(models.model_uri(model_name, holder.version)).model
             verdict.champion_metrics = score(champion_model, x_test, y_test, task=task, metrics=wanted)
         except Exception as exc:
             verdict.checks.append(
@@ -405,8 +375,8 @@ def record(client: MlflowClient, run_id: str, verdict: Verdict) -> None:
         Metric(f"champion_{k}", v, now, 0) for k, v in verdict.champion_metrics.items() if math.isfinite(v)
     ]
     values.append(Metric("gates_passed", 1.0 if verdict.passed else 0.0, now, 0))
-    tags = [RunTag(VERDICT_TAG, verdict.status), RunTag(VERDICT_REASON_TAG, verdict.reason[:4000])]
+    tags = [RunTag(T.VERDICT, verdict.status), RunTag(T.VERDICT_REASON, verdict.reason[:4000])]
     if verdict.champion_version is not None:
-        tags.append(RunTag("mlops.champion_version", verdict.champion_version))
+        tags.append(RunTag(T.CHAMPION_VERSION, verdict.champion_version))
     client.log_batch(run_id, metrics=values, tags=tags)
     client.log_text(run_id, json.dumps(verdict.as_dict(), indent=2, default=str), VERDICT_ARTIFACT)

@@ -11,24 +11,19 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from mlops_provider.exceptions import StageError
-from mlops_provider.stages import workspace
+from mlops_provider.storage import workspace
+from mlops_provider.tracking import tags as T
 
 if TYPE_CHECKING:
     import pandas as pd
     from mlflow import MlflowClient
 
-SNAPSHOT = "snapshot.parquet"
-TRAIN = "train.parquet"
-TEST = "test.parquet"
+SNAPSHOT, TRAIN, TEST = workspace.SNAPSHOT, workspace.TRAIN_SPLIT, workspace.TEST_SPLIT
 
 
 def source_uri(source: str) -> str:
     """An ``s3://`` URI as is; anything else is a path under the project root."""
-    if workspace.is_s3(source):
-        return source
-    if "://" in source and not source.startswith("file://"):
-        raise StageError(f"unsupported source {source!r}: use a path under the project root or s3://bucket/key")
-    return str(workspace.project_path(source.removeprefix("file://"), what="ingest source"))
+    return workspace.data_uri(source, what="ingest source")
 
 
 def select_columns(frame: pd.DataFrame, target: str, features: Sequence[str] | None) -> list[str]:
@@ -140,7 +135,6 @@ def log_to_mlflow(
     from mlflow.entities import DatasetInput, InputTag, Param, RunTag
     from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
 
-    from mlops_provider.hooks.mlflow import TAG_DATA_SHA, TAG_SNAPSHOT_URI, TAG_TRAIN_URI
 
     inputs = []
     for context, part in (("training", train), ("testing", test)):
@@ -154,9 +148,9 @@ def log_to_mlflow(
         run_id,
         params=[Param("split.test_size", str(test_size)), Param("split.seed", str(seed))],
         tags=[
-            RunTag(TAG_DATA_SHA, data_sha256),
-            RunTag("mlops.data_source", source),
-            RunTag(TAG_SNAPSHOT_URI, snapshot_uri),
-            RunTag(TAG_TRAIN_URI, train_uri),
+            RunTag(T.DATA_SHA, data_sha256),
+            RunTag(T.DATA_SOURCE, source),
+            RunTag(T.SNAPSHOT_URI, snapshot_uri),
+            RunTag(T.TRAIN_URI, train_uri),
         ],
     )

@@ -22,7 +22,6 @@ regression quality).
 from __future__ import annotations
 
 import datetime as dt
-import io
 import json
 import math
 import re
@@ -32,8 +31,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mlops_provider.exceptions import StageError
-from mlops_provider.stages import workspace
+from mlops_provider.exceptions import LineageMissingError, StageError
+from mlops_provider.storage import workspace
+from mlops_provider.storage.tables import TableColumns
+from mlops_provider.tracking import tags as T
+from mlops_provider.tracking.models import ModelVersionRef, require_alias
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -41,9 +43,6 @@ if TYPE_CHECKING:
     from evidently.core.serialization import SnapshotModel
     from mlflow import MlflowClient
 
-#: tag of every monitoring run, so the MLflow UI can filter them from training runs
-TAG_RUN_TYPE = "mlops.run_type"
-RUN_TYPE_MONITOR = "monitor"
 REPORT_ARTIFACT = "monitor/drift_report.html"
 SNAPSHOT_ARTIFACT = "monitor/drift_snapshot.json"
 VERDICT_ARTIFACT = "monitor/verdict.json"
@@ -51,111 +50,38 @@ PREDICTION = "prediction"
 _DRIFT_TYPES = ("num", "cat", "text")  # Evidently ColumnType values that have drift tests
 
 
-class ReferenceNotFoundError(StageError):
-    """No model version holds the alias, or its run does not say which data it was trained on."""
-
-
-# --------------------------------------------------------------------------------------------- reference
 @dataclass(frozen=True)
 class Reference:
     """The model version the live data is compared with, and the data it learned from."""
 
-    model_name: str
-    alias: str
-    version: str
-    run_id: str
+    model: ModelVersionRef
     data_uri: str
     data_sha256: str | None = None
-
-    @property
-    def model_uri(self) -> str:
-        return f"models:/{self.model_name}/{self.version}"
 
 
 def find_reference(client: MlflowClient, model_name: str, alias: str) -> Reference:
     """The version holding ``@alias`` and the train split its run recorded.
 
-    Raises :class:`ReferenceNotFoundError` when nothing holds the alias yet (the training DAG never
-    promoted a model) or the run does not name its data.
+    Raises :class:`~mlops_provider.exceptions.NoAliasHolderError` when nothing holds the alias yet (the
+    training DAG never promoted a model) and :class:`~mlops_provider.exceptions.LineageMissingError`
+    when its run does not name its data.
     """
-    from mlops_provider.hooks.mlflow import TAG_DATA_SHA, TAG_SNAPSHOT_URI, TAG_TRAIN_URI
-    from mlops_provider.stages.evaluate import current_champion
-
-    version = current_champion(client, model_name, alias)
-    if version is None:
-        raise ReferenceNotFoundError(
-            f"no model holds @{alias} yet; run the training DAG first "
-            f"(registered model {model_name!r} has no version with that alias)"
-        )
-    if not version.run_id:
-        raise ReferenceNotFoundError(
-            f"{model_name} v{version.version} (@{alias}) has no MLflow run, so its training data is unknown"
-        )
-    tags = client.get_run(version.run_id).data.tags
-    sha = tags.get(TAG_DATA_SHA)
-    uri = tags.get(TAG_TRAIN_URI) or tags.get(TAG_SNAPSHOT_URI)
+    model = require_alias(client, model_name, alias, hint="run the training DAG first")
+    if not model.run_id:
+        raise LineageMissingError(f"{model} has no MLflow run, so its training data is unknown")
+    tags = client.get_run(model.run_id).data.tags
+    uri = tags.get(T.TRAIN_URI) or tags.get(T.SNAPSHOT_URI)
     if not uri:
-        raise ReferenceNotFoundError(
-            f"the MLflow run {version.run_id} of {model_name} v{version.version} (@{alias}) does not record "
-            f"its training data (tag {TAG_TRAIN_URI}); retrain it with the ingest stage of this provider"
+        raise LineageMissingError(
+            f"the MLflow run {model.run_id} of {model} does not record its training data (tag "
+            f"{T.TRAIN_URI}); retrain it with the ingest stage of this provider"
         )
-    return Reference(model_name, alias, str(version.version), version.run_id, uri, sha)
-
-
-# ------------------------------------------------------------------------------------------------ tables
-class TableColumns:
-    """A CSV or parquet table (path under the project root, or ``s3://``), read one column at a time.
-
-    Parquet columns are read lazily from the file, so a wide table never sits in memory as a whole; a CSV
-    has to be parsed once, with pandas (as ingest does, so dtypes match the training data).
-    """
-
-    def __init__(self, uri: str, conn_id: str | None = None, file_format: str | None = None) -> None:
-        self.uri = uri
-        self.format = workspace.guess_format(uri, file_format)
-        self._frame: pd.DataFrame | None = None
-        try:
-            if self.format == "parquet":
-                import pyarrow as pa
-                import pyarrow.parquet as pq
-
-                local = None if workspace.is_s3(uri) else uri.removeprefix("file://")
-                source: Any = local if local else pa.BufferReader(workspace.read_bytes(uri, conn_id))
-                # no memory map: mapped pages of the whole file would count as this process's memory
-                self._parquet = pq.ParquetFile(source)
-                index = set(_pandas_index_columns(self._parquet.schema_arrow))
-                self.names = [n for n in self._parquet.schema_arrow.names if n not in index]
-                self.num_rows = int(self._parquet.metadata.num_rows)
-            else:
-                import pandas as pd
-
-                self._frame = pd.read_csv(io.BytesIO(workspace.read_bytes(uri, conn_id)))
-                self.names = [str(c) for c in self._frame.columns]
-                self.num_rows = len(self._frame)
-        except (FileNotFoundError, StageError):
-            raise
-        except Exception as exc:
-            raise StageError(f"cannot read {uri} as {self.format}: {exc}") from exc
-
-    def frame(self, names: Sequence[str]) -> pd.DataFrame:
-        if self._frame is not None:
-            return self._frame[list(names)]
-        return self._parquet.read(columns=list(names), use_pandas_metadata=False).to_pandas()
-
-
-def _pandas_index_columns(schema: Any) -> list[str]:
-    metadata = schema.metadata or {}
-    raw = metadata.get(b"pandas")
-    if not raw:
-        return []
-    return [c for c in json.loads(raw).get("index_columns", []) if isinstance(c, str)]
+    return Reference(model, uri, tags.get(T.DATA_SHA))
 
 
 def current_uri(current: str) -> str:
     """The current data's URI: ``s3://`` as is, anything else a path under the project root."""
-    from mlops_provider.stages.ingest import source_uri
-
-    return source_uri(current)
+    return workspace.data_uri(current, what="monitor.current")
 
 
 # ------------------------------------------------------------------------------------------------- drift
@@ -589,19 +515,19 @@ def log_monitoring_run(
     }
     all_tags = {
         **(tags or {}),
-        TAG_RUN_TYPE: RUN_TYPE_MONITOR,
-        "mlops.model_name": reference.model_name,
-        "mlops.model_version": reference.version,
-        "mlops.model_alias": reference.alias,
-        "mlops.reference_run_id": reference.run_id,
+        T.RUN_TYPE: T.RUN_TYPE_MONITOR,
+        T.MODEL_NAME: reference.model.name,
+        T.MODEL_VERSION: reference.model.version,
+        T.MODEL_ALIAS: reference.model.alias or "",
+        T.REFERENCE_RUN_ID: reference.model.run_id or "",
         # tags, not params: a retry of the same check may meet a newer champion, and params never change
-        "mlops.reference_data_uri": reference.data_uri,
-        "mlops.current_data_uri": current,
-        "mlops.dataset_drift": str(result.dataset_drift).lower(),
-        "mlops.drifted_columns": ",".join(result.drifted_columns)[:5000],
+        T.REFERENCE_DATA_URI: reference.data_uri,
+        T.CURRENT_DATA_URI: current,
+        T.DATASET_DRIFT: str(result.dataset_drift).lower(),
+        T.DRIFTED_COLUMNS: ",".join(result.drifted_columns)[:5000],
     }
     if reference.data_sha256:
-        all_tags["mlops.reference_data_sha256"] = reference.data_sha256
+        all_tags[T.REFERENCE_DATA_SHA] = reference.data_sha256
     items = [Metric(k, float(v), now, 0) for k, v in metrics.items() if math.isfinite(float(v))]
     for start in range(0, max(len(items), 1), 900):  # MLflow accepts 1,000 metrics per batch
         client.log_batch(
@@ -620,11 +546,12 @@ def log_monitoring_run(
         verdict = {**result.verdict(), "columns": [c.__dict__ for c in result.columns],
                    "quality": [q.__dict__ for q in result.quality],
                    "skipped": result.skipped, "performance": result.performance,
-                   "reference": reference.__dict__, "current": current}
+                   "reference": {**reference.model.__dict__, "data_uri": reference.data_uri,
+                                 "data_sha256": reference.data_sha256}, "current": current}
         (folder / Path(VERDICT_ARTIFACT).name).write_text(json.dumps(verdict, indent=2, default=str))
         client.log_artifacts(run_id, str(folder), artifact_path="monitor")
-    client.set_model_version_tag(reference.model_name, reference.version, "mlops.monitor.last_run_id", run_id)
-    client.set_model_version_tag(reference.model_name, reference.version, "mlops.monitor.dataset_drift",
+    client.set_model_version_tag(reference.model.name, reference.model.version, T.MONITOR_LAST_RUN, run_id)
+    client.set_model_version_tag(reference.model.name, reference.model.version, T.MONITOR_DATASET_DRIFT,
                                  str(result.dataset_drift).lower())
     artifact_uri = client.get_run(run_id).info.artifact_uri
     return f"{artifact_uri.rstrip('/')}/{REPORT_ARTIFACT}"

@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any
 
 from mlops_provider import config
 from mlops_provider.exceptions import NotAllowedError, StageError
-from mlops_provider.stages import workspace
+from mlops_provider.storage import workspace
 
 if TYPE_CHECKING:
     import pandas as pd

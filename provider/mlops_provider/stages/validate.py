@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from mlops_provider.exceptions import DataValidationError, StageError
-from mlops_provider.stages import workspace
+from mlops_provider.storage import workspace
 
 if TYPE_CHECKING:
     import pandas as pd

@@ -19,16 +19,12 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
-from mlops_provider.exceptions import ServiceUnavailableError, StageError
+from mlops_provider.exceptions import ServiceUnavailableError, WatchFailedError
 
 if TYPE_CHECKING:
     from mlops_provider.hooks.mlflow import MLflowHook
 
-__all__ = ["MLflowModelVersionTrigger", "ModelVersionWatch", "WatchFailedError"]
-
-
-class WatchFailedError(StageError):
-    """What the sensor waits for can no longer happen (e.g. the version's registration failed)."""
+__all__ = ["MLflowModelVersionTrigger", "ModelVersionWatch"]
 
 
 @dataclass

@@ -34,7 +34,7 @@ class S3ObjectTrigger(BaseTrigger):
         )
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
-        from mlops_provider.stages import workspace
+        from mlops_provider.storage import workspace
 
         while True:
             try:

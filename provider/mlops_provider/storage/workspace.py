@@ -23,6 +23,10 @@ if TYPE_CHECKING:
     import pandas as pd
 
 FORMATS = ("csv", "parquet")
+#: the files ingest writes into a run's workspace (:func:`run_workspace`)
+SNAPSHOT = "snapshot.parquet"
+TRAIN_SPLIT = "train.parquet"
+TEST_SPLIT = "test.parquet"
 
 
 def project_path(path: str, *, what: str = "path", root: Path | None = None) -> Path:
@@ -32,6 +36,17 @@ def project_path(path: str, *, what: str = "path", root: Path | None = None) -> 
     if not target.is_relative_to(root):
         raise NotAllowedError(f"{what} {path!r} resolves to {target}, outside the project root {root}")
     return target
+
+
+def data_uri(value: str, *, what: str) -> str:
+    """Where a stage reads or writes ``value``: an ``s3://`` URI as is, anything else a path under the
+    project root. (Templates render at run time, so the spec-time check is repeated here.)"""
+    if is_s3(value):
+        split_s3(value)
+        return value
+    if "://" in value and not value.startswith("file://"):
+        raise StageError(f"unsupported {what} {value!r}: use a path under the project root or s3://bucket/key")
+    return str(project_path(value.removeprefix("file://"), what=what))
 
 
 def is_s3(uri: str) -> bool:
@@ -64,7 +79,10 @@ def _s3_call(uri: str, action: str, call):  # type: ignore[no-untyped-def]
         code = exc.response.get("Error", {}).get("Code", "")
         if code in ("404", "NoSuchKey", "NoSuchBucket"):
             raise FileNotFoundError(f"{uri} does not exist ({code})") from exc
-        raise StageError(f"cannot {action} {uri}: {exc}") from exc
+        status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
+        if status >= 500 or code in ("SlowDown", "Throttling", "RequestTimeout", "ServiceUnavailable"):
+            raise ServiceUnavailableError(f"S3 could not {action} {uri} for now: {exc}") from exc
+        raise StageError(f"cannot {action} {uri}: {exc}") from exc  # access denied, bad request: permanent
     except BotoCoreError as exc:
         raise ServiceUnavailableError(f"cannot {action} {uri}: {exc}") from exc
 
@@ -99,6 +117,20 @@ def write_bytes(uri: str, data: bytes, conn_id: str | None = None) -> str:
     partial.write_bytes(data)
     partial.replace(path)  # readers never see half a file
     return str(path)
+
+
+def download_file(uri: str, destination: Path, conn_id: str | None = None) -> Path:
+    """Stream an ``s3://`` object to a local file (never held in memory)."""
+    bucket, key = split_s3(uri)
+    _s3_call(uri, "read", lambda: _s3_hook(conn_id).get_conn().download_file(bucket, key, str(destination)))
+    return destination
+
+
+def upload_file(path: Path, uri: str, conn_id: str | None = None) -> str:
+    """Upload a local file to ``s3://`` in one put (or multipart upload) of the key: all or nothing."""
+    bucket, key = split_s3(uri)
+    _s3_call(uri, "write", lambda: _s3_hook(conn_id).load_file(str(path), key, bucket, replace=True))
+    return uri
 
 
 def guess_format(uri: str, file_format: str | None = None) -> str:

@@ -19,6 +19,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from mlops_provider.exceptions import StageError
+from mlops_provider.storage.workspace import TEST_SPLIT, TRAIN_SPLIT
+from mlops_provider.tracking import tags as T
+from mlops_provider.tracking.models import ModelVersionRef
 
 if TYPE_CHECKING:
     import logging
@@ -26,17 +29,8 @@ if TYPE_CHECKING:
     import pandas as pd
     from mlflow import MlflowClient
 
-    from mlops_provider.hooks.mlflow import MLflowHook
     from mlops_provider.serving.base import Candidate
-
-
-def url_tag(target: str) -> str:
-    """The registered-model tag holding a target's live address."""
-    return f"mlops.serving.{target}.url"
-
-
-def version_tag(target: str) -> str:
-    return f"mlops.serving.{target}.version"
+    from mlops_provider.tracking import MLflowAccess
 
 
 @dataclass(frozen=True)
@@ -60,19 +54,16 @@ def _health_settings(targets: Sequence[Mapping[str, Any]]) -> tuple[str | None, 
 
 def held_out_split_uri(client: MlflowClient, model_name: str, version: str) -> str:
     """The test split ingest wrote for the version's run (next to the train split its run tags name)."""
-    from mlops_provider.hooks.mlflow import TAG_TRAIN_URI
-    from mlops_provider.stages.ingest import TEST, TRAIN
-
     model_version = client.get_model_version(model_name, version)
     train_uri = (
-        client.get_run(model_version.run_id).data.tags.get(TAG_TRAIN_URI) if model_version.run_id else None
+        client.get_run(model_version.run_id).data.tags.get(T.TRAIN_URI) if model_version.run_id else None
     )
-    if not train_uri or not train_uri.endswith(f"/{TRAIN}"):
+    if not train_uri or not train_uri.endswith(f"/{TRAIN_SPLIT}"):
         raise StageError(
-            f"{model_name} v{version}: its MLflow run does not name its train split (tag {TAG_TRAIN_URI}), "
+            f"{model_name} v{version}: its MLflow run does not name its train split (tag {T.TRAIN_URI}), "
             "so there is no test set to health-check the serving with; set health.sample in the target"
         )
-    return f"{train_uri.removesuffix(TRAIN)}{TEST}"
+    return f"{train_uri.removesuffix(TRAIN_SPLIT)}{TEST_SPLIT}"
 
 
 def _features(model_dir: str, frame: pd.DataFrame, target_column: str | None) -> pd.DataFrame:
@@ -92,7 +83,7 @@ def _features(model_dir: str, frame: pd.DataFrame, target_column: str | None) ->
 
 
 def build_candidate(
-    hook: MLflowHook,
+    hook: MLflowAccess,
     *,
     model_name: str,
     version: str,
@@ -107,30 +98,27 @@ def build_candidate(
     import numpy as np
 
     from mlops_provider.serving.base import Candidate
-    from mlops_provider.stages import workspace
+    from mlops_provider.storage import workspace
 
-    version = str(version)
-    model_uri = f"models:/{model_name}/{version}"
+    model = ModelVersionRef(model_name, str(version))
     sample_path, rows = _health_settings(targets)
     with hook.activate():
-        local = mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=workdir)
+        local = mlflow.artifacts.download_artifacts(artifact_uri=model.uri, dst_path=workdir)
     if sample_path is not None:
         frame = workspace.read_table(str(workspace.project_path(sample_path, what="health.sample")))
     else:
         frame = workspace.read_table(
-            held_out_split_uri(hook.client, model_name, version), workspace.workspace_conn_id()
+            held_out_split_uri(hook.client, model_name, model.version), workspace.workspace_conn_id()
         )
     sample = _features(local, frame, target_column).head(rows).reset_index(drop=True)
     if sample.empty:
-        raise StageError(f"the health-check sample for {model_name} v{version} has no rows")
+        raise StageError(f"the health-check sample for {model} has no rows")
     predicted = mlflow.pyfunc.load_model(local).predict(sample)
     if hasattr(predicted, "to_numpy"):
         predicted = predicted.to_numpy()
     expected = np.asarray(predicted).tolist()
     return Candidate(
-        model_name=model_name,
-        version=version,
-        model_uri=model_uri,
+        model=model,
         pipeline=pipeline,
         sample=sample,
         expected=expected,
@@ -139,7 +127,7 @@ def build_candidate(
 
 
 def follow(
-    hook: MLflowHook,
+    hook: MLflowAccess,
     *,
     model_name: str,
     version: str,
@@ -173,6 +161,6 @@ def follow(
     endpoints = {item.target: item.endpoint for item in committed}
     for target, endpoint in endpoints.items():
         if endpoint:
-            hook.client.set_registered_model_tag(model_name, url_tag(target), endpoint)
-        hook.client.set_registered_model_tag(model_name, version_tag(target), str(version))
+            hook.client.set_registered_model_tag(model_name, T.serving_url_tag(target), endpoint)
+        hook.client.set_registered_model_tag(model_name, T.serving_version_tag(target), str(version))
     return Followed(result, endpoints)
