@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mlops_provider import config
+from mlops_provider.spec.kinds import may_be_dag_of
 from mlops_provider.spec.load import LoadedSpec, claim_names, find_spec_files, load_spec
 
 if TYPE_CHECKING:
@@ -46,7 +47,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 _NAME_LINE = re.compile(rb"^name:\s*['\"]?([a-z][a-z0-9_]*)", re.M)
-_DAG_SUFFIXES = ("_monitor",)
 #: the DAG id of the reporting file's DAG (it never reaches the metadata DB: its validate() raises)
 INVALID_SPECS_DAG_ID = "mlops_invalid_specs"
 
@@ -101,8 +101,7 @@ def _may_define(path: Path, dag_id: str) -> bool:
         return False
     if match is None:
         return True
-    name = match.group(1).decode()
-    return dag_id == name or any(dag_id == name + suffix for suffix in _DAG_SUFFIXES)
+    return may_be_dag_of(dag_id, match.group(1).decode())
 
 
 def _folders(folder: str | Path | None, project_root: str | Path | None) -> tuple[Path, Path]:

@@ -1,18 +1,32 @@
-"""Spec → plan. One small builder per stage, registered by name; no Airflow imported here."""
+"""Spec → plan, with no Airflow imported here.
+
+Two tables drive it: the DAG kinds (:data:`mlops_provider.spec.kinds.DAG_KINDS`: which DAGs a spec has,
+each with its builder below) and the stages (:data:`STAGES`: stage name → a small builder of one
+:class:`TaskPlan`, or ``None`` when the spec does not use that stage). A DAG builder lists its stages in
+order; a stage without an explicit upstream runs after the one before it.
+"""
 
 from __future__ import annotations
 
+import dataclasses
+import importlib
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from functools import cache
 from typing import Any
 
 from mlops_provider.plan.model import DagPlan, PipelinePlan, TaskPlan
+from mlops_provider.spec.kinds import DAG_KINDS, DagKind, kind_named
 from mlops_provider.spec.schema import PipelineSpec
 
 OPERATORS = "mlops_provider.operators"
-TRAINING_STAGES = ("ingest", "validate", "train", "evaluate", "register", "deploy")
+#: the training DAG's stages, in order (``approve`` only with ``deploy.approval``)
+TRAINING_STAGES = ("ingest", "validate", "train", "evaluate", "register", "approve", "deploy")
+MONITOR_STAGES = ("monitor", "request_retrain", "notify_drift")
+SERVE_STAGES = ("served_version", "wait_for_alias", "sync_serving")
 
-StageBuilder = Callable[[PipelineSpec, dict[str, Any]], TaskPlan]
+StageBuilder = Callable[[PipelineSpec, dict[str, Any]], "TaskPlan | None"]
 STAGES: dict[str, StageBuilder] = {}
 
 
@@ -22,6 +36,10 @@ def stage(name: str) -> Callable[[StageBuilder], StageBuilder]:
         return builder
 
     return register
+
+
+def retrains(spec: PipelineSpec) -> bool:
+    return spec.monitor is not None and spec.monitor.retrain
 
 
 def retrain_asset_uri(name: str) -> str:
@@ -121,9 +139,10 @@ def _register(spec: PipelineSpec, common: dict[str, Any]) -> TaskPlan:
 
 
 @stage("approve")
-def _approve(spec: PipelineSpec, common: dict[str, Any]) -> TaskPlan:
+def _approve(spec: PipelineSpec, common: dict[str, Any]) -> TaskPlan | None:
     approval = spec.deploy.approval
-    assert approval is not None
+    if approval is None or not approval.required:
+        return None
     who = " or ".join(approval.assignees) or "a person"
     timeout = approval.model_dump(mode="json")["timeout"]  # as the spec writes it: 4h, 1d
     return TaskPlan(
@@ -148,6 +167,9 @@ def needs_approval(spec: PipelineSpec) -> bool:
 def _deploy(spec: PipelineSpec, common: dict[str, Any]) -> TaskPlan:
     kwargs: dict[str, Any] = {**common, "alias": spec.deploy.alias}
     doc = f"Move `@{spec.deploy.alias}` to the new version (only when every gate passed)."
+    if needs_approval(spec):
+        kwargs["approval_task_id"] = "approve"
+        doc += " Only after a person approved it."
     if spec.deploy.targets:
         kwargs["targets"] = [t.model_dump(mode="json", exclude_none=True) for t in spec.deploy.targets]
         kwargs["target_column"] = spec.ingest.target
@@ -195,8 +217,10 @@ def _alerts(spec: PipelineSpec, event: str) -> list[dict[str, Any]]:
 
 
 @stage("notify_drift")
-def _notify_drift(spec: PipelineSpec, common: dict[str, Any]) -> TaskPlan:
+def _notify_drift(spec: PipelineSpec, common: dict[str, Any]) -> TaskPlan | None:
     alerts = _alerts(spec, "drift")
+    if not alerts:
+        return None
     recipients = ", ".join(to for alert in alerts for to in alert["to"])
     return TaskPlan(
         "notify_drift",
@@ -209,7 +233,9 @@ def _notify_drift(spec: PipelineSpec, common: dict[str, Any]) -> TaskPlan:
 
 
 @stage("request_retrain")
-def _request_retrain(spec: PipelineSpec, common: dict[str, Any]) -> TaskPlan:
+def _request_retrain(spec: PipelineSpec, common: dict[str, Any]) -> TaskPlan | None:
+    if not retrains(spec):
+        return None
     return TaskPlan(
         "request_retrain",
         f"{OPERATORS}.monitor.RequestRetrainOperator",
@@ -269,117 +295,118 @@ def _doc(spec: PipelineSpec, source: str, text: str, kind: str) -> str:
     return f"{header}\n\n```yaml\n{redact(text).rstrip()}\n```\n"
 
 
-def build_plan(spec: PipelineSpec, *, source: str, text: str, spec_sha256: str) -> PipelinePlan:
-    common = {
-        "pipeline": spec.name,
-        "ml_task": spec.task,
-        "experiment": spec.experiment,
-        "model_name": spec.model_name,
-        "mlflow_conn_id": spec.mlflow.conn_id,
-        "spec_sha256": spec_sha256,
-    }
-    tags = tuple(dict.fromkeys(("mlops", *spec.tags)))
-    default_args = {
-        "owner": spec.owner,
-        "retries": spec.defaults.retries,
-        "retry_delay": spec.defaults.retry_delay,
-        "retry_exponential_backoff": spec.defaults.retry_exponential_backoff,
-        "execution_timeout": spec.defaults.execution_timeout,
-    }
-    tasks = []
-    previous: str | None = None
-    for name in TRAINING_STAGES:
-        if name == "deploy" and needs_approval(spec):  # register → approve → deploy
-            approve = STAGES["approve"](spec, common)
-            tasks.append(
-                TaskPlan(approve.task_id, approve.operator, approve.kwargs, (previous or "",), approve.doc)
-            )
-            previous = approve.task_id
-        plan = STAGES[name](spec, common)
-        if name == "deploy" and needs_approval(spec):
-            plan = TaskPlan(plan.task_id, plan.operator, {**plan.kwargs, "approval_task_id": "approve"},
-                            plan.upstream, plan.doc)
-        tasks.append(
-            TaskPlan(plan.task_id, plan.operator, plan.kwargs, (previous,) if previous else (), plan.doc)
-        )
-        previous = plan.task_id
-    retrain = spec.monitor is not None and spec.monitor.retrain
-    dags = [
-        DagPlan(
-            dag_id=spec.name,
-            kind="training",
-            description=spec.description or f"Train, evaluate and promote {spec.model_name}",
-            schedule=spec.schedule,
-            start_date=spec.start_date,
-            catchup=spec.catchup,
-            owner=spec.owner,
-            tags=(*tags, "mlops:training"),
-            default_args=default_args,
-            doc_md=_doc(spec, source, text, "training"),
-            tasks=tuple(tasks),
-            schedule_on_assets=(retrain_asset_uri(spec.name),) if retrain else (),
-            display_name=f"{spec.name} ({spec.schedule} or on drift)" if retrain and spec.schedule else None,
-        )
-    ]
-    if spec.monitor is not None:
-        monitor_tasks = [STAGES["monitor"](spec, common)]
-        if retrain:
-            monitor_tasks.append(STAGES["request_retrain"](spec, common))
-        if _alerts(spec, "drift"):
-            monitor_tasks.append(STAGES["notify_drift"](spec, common))
-        dags.append(
-            DagPlan(
-                dag_id=f"{spec.name}_monitor",
-                kind="monitor",
-                description=f"Watch {spec.model_name}@{spec.deploy.alias} for data drift",
-                schedule=spec.monitor.schedule,
-                start_date=spec.start_date,
-                catchup=False,
-                owner=spec.owner,
-                tags=(*tags, "mlops:monitor"),
-                default_args=default_args,
-                doc_md=_doc(spec, source, text, "monitor"),
-                tasks=tuple(monitor_tasks),
-                outlets={"request_retrain": (retrain_asset_uri(spec.name),)} if retrain else {},
-                failure_alerts=tuple({**a, "pipeline": spec.name} for a in _alerts(spec, "failure")),
-            )
-        )
-    if spec.deploy.batch is not None:
-        dags.append(
-            DagPlan(
-                dag_id=f"{spec.name}_batch",
-                kind="batch",
-                description=f"Score new data with {spec.model_name}@{spec.deploy.alias}",
-                schedule=spec.deploy.batch.schedule,
-                start_date=spec.start_date,
-                catchup=False,
-                owner=spec.owner,
-                tags=(*tags, "mlops:batch"),
-                default_args=default_args,
-                doc_md=_doc(spec, source, text, "batch scoring"),
-                tasks=(STAGES["batch"](spec, common),),
-            )
-        )
-    if spec.deploy.targets:
-        dags.append(_serve_dag(spec, common, default_args, tags, _doc(spec, source, text, "serving")))
-    return PipelinePlan(spec.name, source, spec_sha256, tuple(dags))
+@dataclass(frozen=True)
+class PlanContext:
+    """What every DAG builder of one spec shares."""
+
+    spec: PipelineSpec
+    source: str
+    text: str
+    common: dict[str, Any]  # the stage operators' identity kwargs
+    default_args: dict[str, Any]
+    tags: tuple[str, ...]
+
+    def dag(self, kind: DagKind, tasks: Sequence[TaskPlan], **fields: Any) -> DagPlan:
+        """A DagPlan of ``kind`` with the spec's owner, start date, default args, tags and docs."""
+        spec = self.spec
+        values: dict[str, Any] = {
+            "dag_id": kind.dag_id(spec.name),
+            "kind": kind.name,
+            "start_date": spec.start_date,
+            "catchup": False,
+            "owner": spec.owner,
+            "tags": (*self.tags, f"mlops:{kind.name}"),
+            "default_args": self.default_args,
+            "doc_md": _doc(spec, self.source, self.text, kind.title),
+            "tasks": tuple(tasks),
+        }
+        values.update(fields)
+        return DagPlan(**values)
+
+    def chain(self, stages: Sequence[str]) -> list[TaskPlan]:
+        """The plans of ``stages`` the spec uses, each after the one before unless it names its upstream."""
+        tasks: list[TaskPlan] = []
+        for name in stages:
+            plan = STAGES[name](self.spec, self.common)
+            if plan is None:
+                continue
+            if not plan.upstream and tasks:
+                plan = dataclasses.replace(plan, upstream=(tasks[-1].task_id,))
+            tasks.append(plan)
+        return tasks
+
+
+def training_dag(ctx: PlanContext) -> DagPlan:
+    spec = ctx.spec
+    retrain = retrains(spec)
+    return ctx.dag(
+        kind_named("training"),
+        ctx.chain(TRAINING_STAGES),
+        description=spec.description or f"Train, evaluate and promote {spec.model_name}",
+        schedule=spec.schedule,
+        catchup=spec.catchup,
+        schedule_on_assets=(retrain_asset_uri(spec.name),) if retrain else (),
+        display_name=f"{spec.name} ({spec.schedule} or on drift)" if retrain and spec.schedule else None,
+    )
+
+
+def monitor_dag(ctx: PlanContext) -> DagPlan:
+    spec = ctx.spec
+    assert spec.monitor is not None
+    return ctx.dag(
+        kind_named("monitor"),
+        ctx.chain(MONITOR_STAGES),
+        description=f"Watch {spec.model_name}@{spec.deploy.alias} for data drift",
+        schedule=spec.monitor.schedule,
+        outlets={"request_retrain": (retrain_asset_uri(spec.name),)} if retrains(spec) else {},
+        failure_alerts=tuple({**a, "pipeline": spec.name} for a in _alerts(spec, "failure")),
+    )
+
+
+def batch_dag(ctx: PlanContext) -> DagPlan:
+    spec = ctx.spec
+    assert spec.deploy.batch is not None
+    return ctx.dag(
+        kind_named("batch"),
+        ctx.chain(("batch",)),
+        description=f"Score new data with {spec.model_name}@{spec.deploy.alias}",
+        schedule=spec.deploy.batch.schedule,
+    )
 
 
 #: how long one run of the ``<name>_serve`` DAG waits for the alias to move before it starts over
 SERVE_WAIT_SECONDS = 24 * 3600
 
 
-def _serve_dag(
-    spec: PipelineSpec, common: dict[str, Any], default_args: dict[str, Any], tags: tuple[str, ...], doc: str
-) -> DagPlan:
+def serve_dag(ctx: PlanContext) -> DagPlan:
     """``served_version`` → ``wait_for_alias`` → ``sync_serving``, continuously (see operators/serve.py)."""
-    alias, serving = spec.deploy.alias, f"{OPERATORS}.serve"
-    kwargs = {
+    spec = ctx.spec
+    return ctx.dag(
+        kind_named("serve"),
+        ctx.chain(SERVE_STAGES),
+        description=f"Serving targets follow {spec.model_name}@{spec.deploy.alias}, also when moved by hand",
+        schedule="@continuous",
+    )
+
+
+def _serving_kwargs(spec: PipelineSpec, common: dict[str, Any]) -> dict[str, Any]:
+    return {
         **common,
-        "alias": alias,
+        "alias": spec.deploy.alias,
         "targets": [t.model_dump(mode="json", exclude_none=True) for t in spec.deploy.targets],
         "target_column": spec.ingest.target,
     }
+
+
+@stage("served_version")
+def _served_version(spec: PipelineSpec, common: dict[str, Any]) -> TaskPlan:
+    return TaskPlan("served_version", f"{OPERATORS}.serve.ServedVersionOperator",
+                    _serving_kwargs(spec, common), doc="The version the serving targets serve now.")
+
+
+@stage("wait_for_alias")
+def _wait_for_alias(spec: PipelineSpec, common: dict[str, Any]) -> TaskPlan:
+    alias = spec.deploy.alias
     sensor = {
         "model_name": spec.model_name,
         "alias": alias,
@@ -391,23 +418,39 @@ def _serve_dag(
         "soft_fail": True,
         "retries": 0,
     }
-    return DagPlan(
-        dag_id=f"{spec.name}_serve",
-        kind="serve",
-        description=f"Serving targets follow {spec.model_name}@{alias}, also when moved by hand",
-        schedule="@continuous",
-        start_date=spec.start_date,
-        catchup=False,
-        owner=spec.owner,
-        tags=(*tags, "mlops:serve"),
-        default_args=default_args,
-        doc_md=doc,
-        tasks=(
-            TaskPlan("served_version", f"{serving}.ServedVersionOperator", kwargs,
-                     doc="The version the serving targets serve now."),
-            TaskPlan("wait_for_alias", "mlops_provider.sensors.mlflow.MLflowModelVersionSensor", sensor,
-                     ("served_version",), doc=f"Wait until `@{alias}` points at a version not served yet."),
-            TaskPlan("sync_serving", f"{serving}.SyncServingOperator", kwargs, ("wait_for_alias",),
-                     doc=f"Stage, health-check and switch every target to `@{alias}` (alias not moved)."),
-        ),
-    )  # fmt: skip
+    return TaskPlan("wait_for_alias", "mlops_provider.sensors.mlflow.MLflowModelVersionSensor", sensor,
+                    doc=f"Wait until `@{alias}` points at a version not served yet.")
+
+
+@stage("sync_serving")
+def _sync_serving(spec: PipelineSpec, common: dict[str, Any]) -> TaskPlan:
+    return TaskPlan("sync_serving", f"{OPERATORS}.serve.SyncServingOperator", _serving_kwargs(spec, common),
+                    doc=f"Stage, health-check and switch every target to `@{spec.deploy.alias}` "
+                        "(alias not moved).")  # fmt: skip
+
+
+@cache
+def _builder(path: str) -> Callable[[PlanContext], DagPlan]:
+    module, _, name = path.partition(":")
+    return getattr(importlib.import_module(module), name)  # type: ignore[no-any-return]
+
+
+def build_plan(spec: PipelineSpec, *, source: str, text: str, spec_sha256: str) -> PipelinePlan:
+    common = {
+        "pipeline": spec.name,
+        "ml_task": spec.task,
+        "experiment": spec.experiment,
+        "model_name": spec.model_name,
+        "mlflow_conn_id": spec.mlflow.conn_id,
+        "spec_sha256": spec_sha256,
+    }
+    default_args = {
+        "owner": spec.owner,
+        "retries": spec.defaults.retries,
+        "retry_delay": spec.defaults.retry_delay,
+        "retry_exponential_backoff": spec.defaults.retry_exponential_backoff,
+        "execution_timeout": spec.defaults.execution_timeout,
+    }
+    ctx = PlanContext(spec, source, text, common, default_args, tuple(dict.fromkeys(("mlops", *spec.tags))))
+    dags = tuple(_builder(kind.builder)(ctx) for kind in DAG_KINDS if kind.present(spec))
+    return PipelinePlan(spec.name, source, spec_sha256, dags)

@@ -610,15 +610,10 @@ class PipelineSpec(Section):
 
     @property
     def dag_ids(self) -> dict[str, str]:
-        """Every DAG id this pipeline produces → its kind."""
-        ids = {self.name: "training"}
-        if self.monitor is not None:
-            ids[f"{self.name}_monitor"] = "monitor"
-        if self.deploy.batch is not None:
-            ids[f"{self.name}_batch"] = "batch"
-        if self.deploy.targets:
-            ids[f"{self.name}_serve"] = "serve"
-        return ids
+        """Every DAG id this pipeline produces → its kind (:data:`~mlops_provider.spec.kinds.DAG_KINDS`)."""
+        from mlops_provider.spec.kinds import DAG_KINDS
+
+        return {kind.dag_id(self.name): kind.name for kind in DAG_KINDS if kind.present(self)}
 
     @property
     def stratify(self) -> bool:
