@@ -7,6 +7,9 @@ from typing import Any
 
 def get_provider_info() -> dict[str, Any]:
     from mlops_provider import __version__
+    from mlops_provider.hooks.connection_form import conn_fields, ui_field_behaviour
+
+    behaviour = ui_field_behaviour()
 
     return {
         "package-name": "airflow-provider-mlops",
@@ -34,45 +37,29 @@ def get_provider_info() -> dict[str, Any]:
                     "mlops_provider.operators.monitor",
                     "mlops_provider.operators.batch",
                     "mlops_provider.operators.serve",
+                    "mlops_provider.operators.approval",
+                    "mlops_provider.operators.alerts",
                 ],
             }
         ],
         "sensors": [{"integration-name": "MLflow", "python-modules": ["mlops_provider.sensors.mlflow"]}],
-        "triggers": [{"integration-name": "MLflow", "python-modules": ["mlops_provider.triggers.mlflow"]}],
+        "triggers": [
+            {
+                "integration-name": "MLflow",
+                "python-modules": ["mlops_provider.triggers.mlflow", "mlops_provider.triggers.s3"],
+            }
+        ],
         "hooks": [{"integration-name": "MLflow", "python-modules": ["mlops_provider.hooks.mlflow"]}],
         "connection-types": [
             {
                 "hook-class-name": "mlops_provider.hooks.mlflow.MLflowHook",
                 "connection-type": "mlflow",
                 "hook-name": "MLflow",
-                "conn-fields": {
-                    "registry_uri": {
-                        "label": "Registry URI",
-                        "schema": {"type": ["string", "null"]},
-                        "description": "Model registry, when not the tracking server.",
-                    },
-                    "s3_endpoint_url": {
-                        "label": "S3 endpoint URL",
-                        "schema": {"type": ["string", "null"]},
-                        "description": "For s3:// artifact stores not on AWS (MinIO, SeaweedFS).",
-                    },
-                    "insecure_tls": {
-                        "label": "Skip TLS verification",
-                        "schema": {"type": ["boolean", "null"]},
-                    },
-                },
+                "conn-fields": conn_fields(),
                 "ui-field-behaviour": {
-                    "hidden-fields": ["schema"],
-                    "relabeling": {
-                        "host": "Tracking URI",
-                        "login": "Username",
-                        "password": "Password or token",
-                    },
-                    "placeholders": {
-                        "host": "http://mlflow:5000",
-                        "login": "empty for token auth",
-                        "password": "token, or the password of the username",
-                    },
+                    "hidden-fields": behaviour["hidden_fields"],
+                    "relabeling": behaviour["relabeling"],
+                    "placeholders": behaviour["placeholders"],
                 },
             }
         ],

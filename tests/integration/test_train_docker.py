@@ -282,8 +282,8 @@ def test_unreachable_engine_is_a_retryable_service_error(
 
 
 def test_mounts_from_a_spec_stay_inside_the_allowed_folders(project: Path) -> None:
+    from mlops_provider.docker_engine import MountSpec, parse_mount, same_path_mounts
     from mlops_provider.exceptions import NotAllowedError
-    from mlops_provider.runners.docker import MountSpec, parse_mount, same_path_mounts
 
     assert parse_mount("./data:/data:ro") == MountSpec(str(project / "data"), "/data", read_only=True)
     assert parse_mount(f"{project}/models:/m") == MountSpec(str(project / "models"), "/m", read_only=False)

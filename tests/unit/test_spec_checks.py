@@ -9,7 +9,8 @@ import pytest
 
 from mlops_provider import config
 from mlops_provider.exceptions import SpecError, SpecIssue
-from mlops_provider.spec.load import check_unique_names, is_secret_key, load_spec
+from mlops_provider.spec.load import check_unique_names, load_spec
+from mlops_provider.spec.secrets import is_secret_key
 
 BASE = """\
 version: 1

@@ -110,30 +110,22 @@ class MLflowHook(BaseHook):
 
     @classmethod
     def get_connection_form_widgets(cls) -> dict[str, Any]:
-        from flask_appbuilder.fieldwidgets import BS3TextFieldWidget
-        from flask_babel import lazy_gettext
+        """The extras' form fields for Airflow < 3.2 (3.2+ reads the provider info's ``conn-fields``)."""
         from wtforms import BooleanField, StringField
 
+        from mlops_provider.hooks.connection_form import EXTRA_FIELDS
+
         return {
-            "registry_uri": StringField(lazy_gettext("Registry URI"), widget=BS3TextFieldWidget(),
-                                        description="Model registry, when not the tracking server."),
-            "s3_endpoint_url": StringField(lazy_gettext("S3 endpoint URL"), widget=BS3TextFieldWidget(),
-                                           description="For s3:// artifact stores not on AWS."),
-            "insecure_tls": BooleanField(lazy_gettext("Skip TLS verification"), default=False),
+            name: BooleanField(label, default=False, description=description) if kind == "boolean"
+            else StringField(label, description=description)
+            for name, (label, kind, description) in EXTRA_FIELDS.items()
         }
 
     @classmethod
     def get_ui_field_behaviour(cls) -> dict[str, Any]:
-        return {
-            "hidden_fields": ["schema"],
-            "relabeling": {"host": "Tracking URI", "login": "Username", "password": "Password or token"},
-            "placeholders": {
-                "host": "http://mlflow:5000",
-                "login": "empty for token auth",
-                "password": "token, or the password of the username",
-                "extra": '{"registry_uri": "", "s3_endpoint_url": "", "insecure_tls": false}',
-            },
-        }
+        from mlops_provider.hooks.connection_form import ui_field_behaviour
+
+        return ui_field_behaviour()
 
     # ---- where, and as whom --------------------------------------------------------------------------
 

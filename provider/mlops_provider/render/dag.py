@@ -71,7 +71,7 @@ def render_dag(plan: DagPlan) -> DAG:
             outlets = [_asset(uri) for uri in plan.outlets.get(task.task_id, ())]
             extra: dict[str, Any] = {"outlets": outlets} if outlets else {}
             if plan.failure_alerts:
-                from mlops_provider.notify import failure_notifiers
+                from mlops_provider.notifications.smtp import failure_notifiers
 
                 extra["on_failure_callback"] = failure_notifiers(plan.failure_alerts)
             tasks[task.task_id] = _operator_class(task.operator)(

@@ -23,13 +23,9 @@ container is removed (``auto_remove``, default true) whatever the outcome, kille
 earlier try is removed before the next try starts. An unreachable engine raises
 :class:`~mlops_provider.exceptions.ServiceUnavailableError` naming it, so the task retries.
 
-Bind-mount sources from a spec must lie inside the project root or inside a folder listed in
-``[mlops] docker_allowed_mounts`` (set by whoever runs Airflow, never by a spec): the engine runs as root,
-so a spec could otherwise mount any host path.
-
-The connection to the engine is the Docker provider's
-:class:`~airflow.providers.docker.hooks.docker.DockerHook` (``docker_conn_id`` logs in to a registry, as
-for ``DockerOperator``). The container's lifecycle is driven here rather than by a nested
+Mounts follow the policy of :mod:`mlops_provider.docker_engine` (the project root and
+``[mlops] docker_allowed_mounts`` only), shared with the docker serving target. The container's lifecycle
+is driven here rather than by a nested
 ``DockerOperator`` because training needs what it lacks: a result that is neither a log line nor a pickle,
 a hard CPU limit (its ``cpus`` are relative shares), log streaming that survives a long silent fit (its
 ``attach`` stream keeps the API read timeout) with a bounded tail, and cleanup keyed to the task instance.
@@ -42,17 +38,27 @@ import contextlib
 import io
 import json
 import os
-import re
 import sys
 import tarfile
-import uuid
-from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import unquote, urlparse
 
 from mlops_provider import config
+from mlops_provider.docker_engine import (
+    DEFAULT_DOCKER_URL,
+    LABEL_PREFIX,
+    LOG_TAIL_LINES,
+    MountSpec,
+    allowed_mount_roots,
+    container_name,
+    engine_client,
+    ensure_image,
+    local_path,
+    parse_mount,
+    remove_container,
+    same_path_mounts,
+)
 from mlops_provider.exceptions import MlopsError, NotAllowedError, ServiceUnavailableError, StageError
 
 if TYPE_CHECKING:
@@ -72,137 +78,8 @@ RESULT_PATH = "/tmp/mlops-train-result.json"
 PARAMS_ENV = "MLOPS_TRAIN_PARAMS"
 #: Exit code of :func:`main` for a refused estimator/entrypoint: the task fails without retrying.
 EXIT_NOT_ALLOWED = 3
-#: Labels that tie a container to its task instance (``docker ps --filter label=mlops.dag_id=...``).
-LABEL_PREFIX = "mlops."
-DEFAULT_DOCKER_URL = "unix:///var/run/docker.sock"
-LOG_TAIL_LINES = 30
 MAX_RESULT_BYTES = 1 << 20
 _RESERVED_ENV_PREFIXES = ("AIRFLOW__MLOPS__", PARAMS_ENV)
-
-
-@dataclass(frozen=True)
-class MountSpec:
-    """One mount: a host folder (``bind``, same-path or from the runner) or a named ``volume``."""
-
-    source: str
-    target: str
-    read_only: bool
-    type: str = "bind"
-
-    def describe(self) -> str:
-        return f"{self.source}:{self.target}:{'ro' if self.read_only else 'rw'}"
-
-
-def allowed_mount_roots() -> list[Path]:
-    """The project root and the folders of ``[mlops] docker_allowed_mounts``, resolved."""
-    extra = (config.get("docker_allowed_mounts") or "").split(",")
-    return [
-        config.project_root().resolve(),
-        *(Path(p.strip()).expanduser().resolve() for p in extra if p.strip()),
-    ]
-
-
-def host_path(source: str, *, what: str) -> Path:
-    """``source`` (relative to the project root) resolved; it must stay inside an allowed mount root."""
-    roots = allowed_mount_roots()
-    path = (roots[0] / source).resolve()
-    if not any(path.is_relative_to(root) for root in roots):
-        raise NotAllowedError(
-            f"{what} {source!r} resolves to {path}, outside the project root {roots[0]} and "
-            f"[mlops] docker_allowed_mounts ({', '.join(str(r) for r in roots[1:]) or 'not set'})"
-        )
-    return path
-
-
-def parse_mount(text: str) -> MountSpec:
-    """``source:/target[:ro|rw]`` as in ``docker run -v``; a source with a ``/`` or a leading ``.`` is a host
-    folder (relative to the project root), anything else a named volume."""
-    parts = text.split(":")
-    if len(parts) not in (2, 3) or not parts[0] or not parts[1].startswith("/"):
-        raise StageError(f"runner mount {text!r} is not of the form source:/target[:ro|rw]")
-    mode = parts[2] if len(parts) == 3 else "rw"
-    if mode not in ("ro", "rw"):
-        raise StageError(f"runner mount {text!r}: the mode must be ro or rw, not {mode!r}")
-    source, target = parts[0], parts[1]
-    if "/" in source or source.startswith("."):
-        return MountSpec(str(host_path(source, what="runner mount source")), target, mode == "ro")
-    return MountSpec(source, target, mode == "ro", type="volume")
-
-
-def local_path(uri: str) -> Path | None:
-    """The local path of a ``file://`` URI or an absolute path; ``None`` for anything remote."""
-    parsed = urlparse(uri)
-    if parsed.scheme == "file":
-        return Path(unquote(parsed.path))
-    if not parsed.scheme and uri.startswith("/"):
-        return Path(uri)
-    return None
-
-
-def same_path_mounts(needed: Iterable[tuple[Path, bool]]) -> list[MountSpec]:
-    """Same-path bind mounts for ``(folder, writable)`` pairs, minus folders a wider mount already gives."""
-    chosen: list[tuple[Path, bool]] = []
-    # parents first; for one folder the writable request first, so it covers the read-only one
-    for path, writable in sorted(set(needed), key=lambda item: (len(item[0].parts), not item[1])):
-        if any(
-            path.is_relative_to(done) and (done_writable or not writable) for done, done_writable in chosen
-        ):
-            continue
-        chosen.append((path, writable))
-    return [MountSpec(str(path), str(path), read_only=not writable) for path, writable in chosen]
-
-
-def engine_client(docker_conn_id: str | None, docker_url: str) -> APIClient:
-    """The engine's API client from the Docker provider's hook (registry login: ``docker_conn_id``); an
-    unreachable engine raises :class:`ServiceUnavailableError` naming it."""
-    from airflow.providers.docker.hooks.docker import DockerHook
-    from docker.errors import APIError
-
-    hook = DockerHook(docker_conn_id=docker_conn_id, base_url=docker_url, version="auto")
-    try:
-        return hook.api_client
-    except APIError:  # the engine answered: a refused registry login, say
-        raise
-    # the hook's "Failed to establish connection to any given Docker hosts", requests' errors, ...
-    except Exception as exc:
-        raise ServiceUnavailableError(
-            f"Docker engine at {docker_url} is unreachable: {str(exc).splitlines()[0][:300]}"
-        ) from exc
-
-
-def ensure_image(cli: APIClient, image: str, log: Logger | logging.Logger) -> None:
-    """Pull ``image`` unless the engine has it; a failed pull raises :class:`ServiceUnavailableError`
-    (retried: a registry that is down or rate-limits comes back; a wrong name fails every try)."""
-    from docker.errors import APIError, ImageNotFound, NotFound
-
-    with contextlib.suppress(ImageNotFound, NotFound):
-        cli.inspect_image(image)
-        return
-    log.info("Pulling image %s", image)
-    try:
-        for event in cli.pull(image, stream=True, decode=True):
-            if isinstance(event, dict) and event.get("error"):
-                raise ServiceUnavailableError(f"cannot pull image {image}: {event['error']}")
-    except APIError as exc:
-        raise ServiceUnavailableError(f"cannot pull image {image}: {exc.explanation or exc}") from exc
-
-
-def remove_container(cli: APIClient, container_id: str, log: Logger | logging.Logger) -> None:
-    """Force-remove a container; one already gone (or being removed) is fine."""
-    from docker.errors import APIError, NotFound
-
-    try:
-        cli.remove_container(container_id, force=True)
-    except NotFound:
-        pass
-    except APIError as exc:
-        if "already in progress" not in str(exc):
-            log.warning("Could not remove container %s: %s", container_id[:12], exc)
-
-
-def _container_name(*parts: object) -> str:
-    text = "-".join(str(p) for p in parts)
-    return re.sub(r"[^a-zA-Z0-9_.-]+", "_", text).strip("_.-")[:110] + f"-{uuid.uuid4().hex[:6]}"
 
 
 class DockerTrainRunner:
@@ -260,7 +137,7 @@ class DockerTrainRunner:
     ) -> dict[str, str]:
         from airflow.sdk.log import mask_secret
 
-        from mlops_provider.spec.load import is_secret_key
+        from mlops_provider.spec.secrets import is_secret_key
         from mlops_provider.storage import workspace
 
         # the pipeline's experiment is the active one: whatever an entrypoint logs itself lands there too
@@ -380,7 +257,7 @@ class DockerTrainRunner:
         if self.config.auto_remove:
             self._remove_leftovers(cli, labels)
         self._ensure_image(cli)
-        name = _container_name("mlops", ti.dag_id, ti.task_id, ti.try_number)
+        name = container_name("mlops", ti.dag_id, ti.task_id, ti.try_number)
         host_config = cli.create_host_config(
             mounts=[Mount(m.target, m.source, type=m.type, read_only=m.read_only) for m in mounts],
             network_mode=self.config.network_mode,

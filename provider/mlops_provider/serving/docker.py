@@ -47,8 +47,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
-from mlops_provider.exceptions import DeploymentCheckError, StageError
-from mlops_provider.runners.docker import (
+from mlops_provider.docker_engine import (
     DEFAULT_DOCKER_URL,
     LABEL_PREFIX,
     LOG_TAIL_LINES,
@@ -57,6 +56,7 @@ from mlops_provider.runners.docker import (
     parse_mount,
     remove_container,
 )
+from mlops_provider.exceptions import DeploymentCheckError, StageError
 from mlops_provider.serving.base import Candidate, Staged, require_same_answers
 
 if TYPE_CHECKING:

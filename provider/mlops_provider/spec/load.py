@@ -7,10 +7,7 @@ calls it from a pre-commit hook.
 from __future__ import annotations
 
 import difflib
-import functools
 import hashlib
-import itertools
-import re
 import types
 import typing
 from collections.abc import Iterable, Sequence
@@ -22,6 +19,7 @@ from pydantic import BaseModel, ValidationError
 
 from mlops_provider.exceptions import SpecIssue
 from mlops_provider.spec.schema import DEFAULT_METRICS, METRICS, PipelineSpec
+from mlops_provider.spec.secrets import URL_PASSWORD, is_secret_key
 from mlops_provider.spec.yaml_source import KeyPath, Located, read_yaml
 
 if TYPE_CHECKING:
@@ -449,25 +447,10 @@ def _dedupe(issues: list[SpecIssue]) -> list[SpecIssue]:
 # --------------------------------------------------------------------------------------------------
 # literal secrets: a spec lives in git and is shown in the DAG docs, so a secret must come from Airflow
 # --------------------------------------------------------------------------------------------------
-_SECRET_WORDS = frozenset(
-    {"password", "passwd", "pwd", "passphrase", "secret", "token", "apikey", "credential", "credentials"}
-)
-_SECRET_PAIRS = frozenset({("api", "key"), ("access", "key"), ("private", "key"), ("auth", "key")})
-_WORDS = re.compile(r"[A-Z]?[a-z]+|[A-Z]+(?![a-z])|\d+")
-_URL_PASSWORD = re.compile(r"://[^/\s:@]+:[^/\s@]+@")
 _SECRET_HINT = (
     'use "{{ conn.<conn_id>.password }}" or "{{ var.value.<name> }}" instead; '
     "a literal secret ends up in git and in the DAG docs"
 )
-
-
-@functools.lru_cache(maxsize=4096)  # called for every key of every spec at parse time; keys repeat
-def is_secret_key(key: str) -> bool:
-    """``db_password``, ``apiKey``, ``AWS_SECRET_ACCESS_KEY``, ``auth.token``: yes. ``max_tokens``: no."""
-    words = [w.lower() for w in _WORDS.findall(key)]
-    return any(w in _SECRET_WORDS for w in words) or any(
-        pair in _SECRET_PAIRS for pair in itertools.pairwise(words)
-    )
 
 
 def _is_templated(value: str) -> bool:
@@ -496,7 +479,7 @@ def _secret_issues(doc: Located, value: Any, path: KeyPath) -> list[SpecIssue]:
     elif isinstance(value, list):
         for i, child in enumerate(value):
             issues.extend(_secret_issues(doc, child, (*path, i)))
-    elif isinstance(value, str) and _URL_PASSWORD.search(value) and not _is_templated(value):
+    elif isinstance(value, str) and URL_PASSWORD.search(value) and not _is_templated(value):
         issues.append(
             doc.issue(path, "the URL contains a password", hint=_SECRET_HINT, code="literal-secret")
         )

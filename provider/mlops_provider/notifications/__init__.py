@@ -1,0 +1,1 @@
+"""Airflow notifiers this provider configures (``monitor.alerts``)."""
