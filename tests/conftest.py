@@ -2,22 +2,31 @@
 set before anything imports Airflow (which writes airflow.cfg into AIRFLOW_HOME on first import).
 
 Real-service fixtures (airflow_home, s3_server, mlflow_server, mlflow_server_local, docker_engine) live in
-``tests/services.py``, loaded below as a plugin; see /work/notes/fixtures.md for what each returns.
+``tests/fixtures/``, one module per service, loaded below as plugins; ``tests/fixtures/__init__.py`` lists
+which module holds each and what it returns.
 """
 
 from __future__ import annotations
 
 import pytest
 
-pytest.register_assert_rewrite("tests.services")
+pytest_plugins = (
+    "tests.fixtures.processes",
+    "tests.fixtures.airflow",
+    "tests.fixtures.s3",
+    "tests.fixtures.mlflow",
+    "tests.fixtures.docker",
+    "tests.fixtures.hooks",
+    "tests.fixtures.dag_processor",
+)
 
-from tests.services import configure_airflow_env  # noqa: E402
+pytest.register_assert_rewrite(*pytest_plugins)
+
+from tests.fixtures.airflow import configure_airflow_env  # noqa: E402
 
 # Sets AIRFLOW_HOME, AIRFLOW__CORE__DAGS_FOLDER, AIRFLOW__DATABASE__SQL_ALCHEMY_CONN, LOAD_EXAMPLES=False
 # to a per-process temp dir (removed at the end of the session).
 configure_airflow_env()
-
-pytest_plugins = ("tests.services", "tests.fixtures.dag_processor")
 
 # MLflow's defaults write into the current directory (./mlruns, ./mlflow.db) when code forgets to pass a
 # store. Users would find those files in their project; here they fail the session.

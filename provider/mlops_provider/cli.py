@@ -1,13 +1,18 @@
-"""The ``mlops`` command line: check, describe and (later) run pipeline specs outside Airflow.
+"""The ``mlops`` command line: check, describe, run and promote pipeline specs.
 
     mlops lint dags/pipelines            # every error in every file, file:line:col: ...; exit 1 if any
     mlops lint --format json specs/      # the same for CI bots
     mlops schema --output spec.json      # JSON Schema for editors (yaml-language-server)
     mlops show dags/pipelines/x.yaml     # the DAGs, tasks, dependencies and schedules a spec produces
+    mlops run dags/pipelines/x.yaml      # one run of a DAG of the spec, in-process (dag.test)
+    mlops history / mlops rollback SPEC  # the moves of the spec's alias, and undoing one
 
-Nothing here imports Airflow: ``lint`` runs in a pre-commit hook of a data-science repo in well under a
-second. Each command is one function registered on :data:`app`; a new command (``run``) is one more
-``@app.command()`` function that can reuse :func:`load_one` and the shared options below.
+Exit status: 0 done, 1 the command's check failed (lint found issues, the run failed, a rollback was
+refused), 2 the spec given is invalid (the issues go to stderr), 3 ``run``: the candidate was rejected.
+
+Nothing at module level imports Airflow: ``lint`` runs in a pre-commit hook of a data-science repo in
+well under a second. Each command is one function registered on :data:`app`, reusing :func:`load_one`
+and the shared options below.
 """
 
 from __future__ import annotations
@@ -22,6 +27,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
+
+from mlops_provider.spec.kinds import KIND_NAMES
 
 if TYPE_CHECKING:
     from mlops_provider.exceptions import SpecIssue
@@ -72,14 +79,18 @@ def load_all(paths: Sequence[Path], project_root: Path | None = None) -> list[Lo
     return loaded
 
 
+#: exit status of a command given an invalid spec (``lint`` reports issues with 1: that is its verdict)
+EXIT_INVALID_SPEC = 2
+
+
 def load_one(spec: Path, project_root: Path | None = None) -> LoadedSpec:
-    """Load one valid spec, or print its issues to stderr and exit with status 1."""
+    """Load one valid spec, or print its issues to stderr and exit with :data:`EXIT_INVALID_SPEC`."""
     (loaded,) = load_all([spec], project_root)
     if not loaded.ok:
         for issue in loaded.issues:
             typer.echo(issue.format(), err=True)
         typer.echo(f"{spec}: invalid pipeline spec", err=True)
-        raise typer.Exit(1)
+        raise typer.Exit(EXIT_INVALID_SPEC)
     return loaded
 
 
@@ -226,7 +237,7 @@ def show(
 @app.command()
 def run(
     spec: Annotated[Path, typer.Argument(help="A pipeline spec file.", dir_okay=False, exists=True)],
-    dag: Annotated[str, typer.Option("--dag", help="training, monitor, batch, or a DAG id.")] = "training",
+    dag: Annotated[str, typer.Option("--dag", help=f"{', '.join(KIND_NAMES)}, or a DAG id.")] = "training",
     output_format: FormatOption = OutputFormat.text,
     project_root: ProjectRootOption = None,
 ) -> None:

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from mlops_provider.run import RunResult
+    from mlops_provider.inprocess.result import RunResult
 
 SPEC = Path("dags/pipelines/breast_cancer.yaml")
 DATA = Path("include/data")
@@ -82,7 +82,7 @@ def write_demo_data(root: Path) -> list[Path]:
 @contextlib.contextmanager
 def output_to(path: Path) -> Iterator[None]:
     """Send this process's stdout/stderr (file descriptors too: Airflow's task logs) to ``path``."""
-    from mlops_provider.run import redirect_output
+    from mlops_provider.inprocess.airflow import redirect_output
 
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("ab") as log, redirect_output(log.fileno(), stderr_too=True):
@@ -151,7 +151,8 @@ def main(argv: list[str] | None = None) -> int:
     for path in write_demo_data(root):
         _say(f"wrote {path.relative_to(root)}")
 
-    from mlops_provider.run import ensure_metadata_db, run_spec
+    from mlops_provider.inprocess.airflow import ensure_metadata_db
+    from mlops_provider.run import run_spec
 
     _say(f"Airflow metadata DB: {home} ...")
     with output_to(home / "demo-setup.log"):

@@ -21,6 +21,7 @@ from typing import Any
 
 import pytest
 
+from tests.fixtures.processes import free_port, service_missing
 from tests.integration._monitor_helpers import (
     MONITOR_SPEC,
     monitor_conf,
@@ -29,7 +30,6 @@ from tests.integration._monitor_helpers import (
     write_live_data,
 )
 from tests.integration._stage_helpers import make_project, states, unique, xcom
-from tests.services import free_port, service_missing
 
 pytestmark = [pytest.mark.integration]
 

@@ -147,7 +147,7 @@ def test_scores_with_the_alias_version_and_records_it(airflow_home, project: Pat
 
 
 def test_no_model_holding_the_alias_fails_at_once_and_says_why(airflow_home, project: Path) -> None:
-    from mlops_provider.run import recording_failures
+    from mlops_provider.inprocess.airflow import recording_failures
 
     name = unique("unscored")
     dag = spec_dags(project, name, _spec(name, model="never_trained"))[f"{name}_batch"]

@@ -15,11 +15,11 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from tests.services import REPO_ROOT
+from tests.fixtures.processes import REPO_ROOT
 
 if TYPE_CHECKING:
+    from tests.fixtures.airflow import AirflowServer
     from tests.fixtures.dag_processor import DagProcessor
-    from tests.services import AirflowServer
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -125,7 +125,7 @@ def test_the_scheduler_runs_a_good_pipeline_while_a_bad_spec_is_in_the_folder(
     airflow_server: AirflowServer,
 ) -> None:
     """api-server + scheduler + dag-processor + triggerer; the project holds the example and a broken copy."""
-    from tests.services import BROKEN_SPEC
+    from tests.fixtures.airflow import BROKEN_SPEC
 
     run = airflow_server.run_dag("breast_cancer")
     assert run["state"] == "success"

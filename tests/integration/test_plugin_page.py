@@ -11,10 +11,10 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from tests.services import free_port
+from tests.fixtures.processes import free_port
 
 if TYPE_CHECKING:
-    from tests.services import AirflowServer
+    from tests.fixtures.airflow import AirflowServer
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -209,7 +209,7 @@ def test_trigger_fires_on_a_tag_condition(project: Path) -> None:
 def test_trigger_reports_an_unreachable_server_by_name() -> None:
     """A server that never answers: an error event naming it once ``unreachable_timeout`` has passed."""
     from mlops_provider.triggers.mlflow import MLflowModelVersionTrigger
-    from tests.services import free_port
+    from tests.fixtures.processes import free_port
 
     uri = f"http://127.0.0.1:{free_port()}"
     with pytest.MonkeyPatch.context() as monkeypatch:

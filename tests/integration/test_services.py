@@ -1,4 +1,4 @@
-"""Smoke tests of the real-service fixtures in tests/services.py: each one proves its service really works
+"""Smoke tests of the real-service fixtures in tests/fixtures/: each one proves its service really works
 (and really refuses what it should), so a stage test that fails points at the stage, not the set-up."""
 
 from __future__ import annotations
@@ -12,16 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.services import (
-    AirflowHome,
-    DockerEngine,
-    MLflowServer,
-    S3Server,
-    ServiceProcess,
-    _pid_alive,
-    free_port,
-    kill_process_group,
-)
+from tests.fixtures.airflow import AirflowHome
+from tests.fixtures.docker import DockerEngine
+from tests.fixtures.mlflow import MLflowServer
+from tests.fixtures.processes import ServiceProcess, _pid_alive, free_port, kill_process_group
+from tests.fixtures.s3 import S3Server
 
 pytestmark = pytest.mark.integration
 

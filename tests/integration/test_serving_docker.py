@@ -34,7 +34,7 @@ LABEL_TARGET = "mlops.target"
 
 def _port_pair() -> int:
     """A port whose successor is free too (the two blue/green slots)."""
-    from tests.services import free_port
+    from tests.fixtures.processes import free_port
 
     for _ in range(50):
         port = free_port()

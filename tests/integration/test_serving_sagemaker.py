@@ -42,8 +42,8 @@ import pytest
 
 from mlops_provider.exceptions import DeploymentCheckError
 from mlops_provider.serving.base import Candidate, rollout
+from tests.fixtures.processes import free_port, service_missing
 from tests.integration._e2e_helpers import fluent_uris
-from tests.services import free_port, service_missing
 from tests.unit.test_sagemaker_requests import request_errors
 
 pytestmark = pytest.mark.integration

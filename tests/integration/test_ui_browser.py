@@ -20,10 +20,10 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from tests.services import service_missing
+from tests.fixtures.processes import service_missing
 
 if TYPE_CHECKING:
-    from tests.services import AirflowServer
+    from tests.fixtures.airflow import AirflowServer
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -259,7 +259,7 @@ def test_show_json_is_the_plan() -> None:
 def test_show_refuses_an_invalid_spec(tmp_path: Path) -> None:
     spec = _spec(tmp_path, "broken", train="estimator: os.system")
     result = run("show", str(spec))
-    assert result.exit_code == 1
+    assert result.exit_code == 2  # an invalid spec: 2, as for run, history and rollback
     assert result.stdout == ""
     assert f"{spec}:7:14: train.estimator: module of 'os.system'" in result.stderr
 

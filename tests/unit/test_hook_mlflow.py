@@ -31,7 +31,7 @@ def _conn(monkeypatch: pytest.MonkeyPatch, conn_id: str, **fields: object) -> No
 def test_a_hook_on_a_dead_server_constructs_and_fails_only_when_used(root, monkeypatch) -> None:
     from mlops_provider.exceptions import ServiceUnavailableError
     from mlops_provider.hooks.mlflow import MLflowHook
-    from tests.services import free_port
+    from tests.fixtures.processes import free_port
 
     uri = f"http://127.0.0.1:{free_port()}"  # nothing listens there
     _conn(monkeypatch, "mlflow_down", host=uri, password="tok")

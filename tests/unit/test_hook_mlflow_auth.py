@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.services import VENV_BIN, ServiceProcess, free_port, http_get, wait_for
+from tests.fixtures.processes import VENV_BIN, ServiceProcess, free_port, http_get, wait_for
 
 pytestmark = pytest.mark.integration
 ADMIN_PASSWORD = "adm-Pw-5c1e0b7d"

@@ -23,7 +23,7 @@ class TaskPlan:
 @dataclass(frozen=True)
 class DagPlan:
     dag_id: str
-    kind: str  # "training" | "monitor"
+    kind: str  # one of mlops_provider.spec.kinds.KIND_NAMES
     description: str
     schedule: str | None
     start_date: dt.date
