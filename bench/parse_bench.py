@@ -9,8 +9,9 @@
    ``<repo>/../shared/bench``) writes N hand-written DAG files (``python/``) and N dag-factory YAML
    configs (``dagfactory/``) into the work dir (default ``$TMPDIR/mlops-parse-bench/n<N>``; never
    committed).
-2. This script writes N of *our* specs into ``ours/pipelines/*.yaml`` plus the one-call loader
-   ``ours/ml_pipelines.py`` (as ``dags/ml_pipelines.py``, pointed at that folder), and the same again
+2. This script writes N of *our* specs into ``ours/pipelines/*.yaml`` plus the two DAG files a deployment
+   has, ``ml_pipelines.py`` (the DAGs) and ``ml_pipelines_spec_errors.py`` (the invalid-spec reporter, which
+   reads every spec too), pointed at that folder, and the same again
    as ``ours_cold/``, whose loader turns the YAML parse cache off (every parse is a first parse).
 3. The shared ``parse_bench.py`` times ``BundleDagBag`` over each folder in fresh interpreters,
    interleaved, warm-up first (it writes Python's ``__pycache__`` for the hand-written files and our
@@ -62,6 +63,18 @@ from mlops_provider.loader import load_pipelines
 _HERE = Path(__file__).resolve().parent
 
 load_pipelines(globals(), folder=_HERE / "pipelines", project_root=_HERE)
+'''
+
+REPORTER_SRC = '''"""Airflow DAG file, no DAGs: the parse benchmark's invalid-spec reporter."""
+
+import os
+from pathlib import Path
+{cold}
+from mlops_provider.loader import report_invalid_specs
+
+_HERE = Path(__file__).resolve().parent
+
+report_invalid_specs(globals(), folder=_HERE / "pipelines", project_root=_HERE)
 '''
 
 
@@ -134,6 +147,8 @@ def write_ours(out: Path, n: int, *, monitor: bool, cold: bool = False) -> Path:
         (out / "pipelines" / f"{dag_id(i)}.yaml").write_text(spec_yaml(i, monitor=monitor))
     switch = '\nos.environ["AIRFLOW__MLOPS__SPEC_CACHE"] = "False"  # cold: parse the YAML every time\n'
     (out / "ml_pipelines.py").write_text(LOADER_SRC.replace("{cold}", switch if cold else ""))
+    # the second DAG file a deployment has (README): the dag processor parses it too, every cycle
+    (out / "ml_pipelines_spec_errors.py").write_text(REPORTER_SRC.replace("{cold}", switch if cold else ""))
     return out
 
 
