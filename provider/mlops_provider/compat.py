@@ -1,10 +1,28 @@
-"""Airflow imports whose home moved between the supported versions, resolved once, here."""
+"""Airflow names whose home moved between the supported Airflow versions (3.1 to 3.3), imported once, here.
+
+Airflow's ``common.compat`` provider resolves each to wherever the running Airflow keeps it (e.g.
+``AirflowFailException``: ``airflow.exceptions`` on 3.1, ``airflow.sdk.exceptions`` on 3.2+); the rest of
+the package imports them from this module only.
+"""
 
 from __future__ import annotations
 
-try:  # Airflow >= 3.2 (the Task SDK's own)
-    from airflow.sdk.exceptions import AirflowFailException
-except ImportError:  # pragma: no cover - Airflow 3.1
-    from airflow.exceptions import AirflowFailException  # type: ignore[no-redef,attr-defined]
+from airflow.providers.common.compat.sdk import (
+    AirflowFailException,
+    AirflowSensorTimeout,
+    AirflowSkipException,
+    DownstreamTasksSkipped,
+    TaskInstanceKey,
+    conf,
+    get_listener_manager,
+)
 
-__all__ = ["AirflowFailException"]
+__all__ = [
+    "AirflowFailException",
+    "AirflowSensorTimeout",
+    "AirflowSkipException",
+    "DownstreamTasksSkipped",
+    "TaskInstanceKey",
+    "conf",
+    "get_listener_manager",
+]

@@ -18,16 +18,14 @@ import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlparse
 
 from mlops_provider import config
 from mlops_provider.exceptions import NotAllowedError, ServiceUnavailableError, StageError
 
 if TYPE_CHECKING:
-    import logging
 
-    from airflow.sdk.types import Logger
     from docker import APIClient
 
 #: Labels that tie a container to its task instance (``docker ps --filter label=mlops.dag_id=...``).
@@ -126,7 +124,7 @@ def engine_client(docker_conn_id: str | None, docker_url: str) -> APIClient:
         ) from exc
 
 
-def ensure_image(cli: APIClient, image: str, log: Logger | logging.Logger) -> None:
+def ensure_image(cli: APIClient, image: str, log: Any) -> None:
     """Pull ``image`` unless the engine has it; a failed pull raises :class:`ServiceUnavailableError`
     (retried: a registry that is down or rate-limits comes back; a wrong name fails every try)."""
     from docker.errors import APIError, ImageNotFound, NotFound
@@ -143,7 +141,7 @@ def ensure_image(cli: APIClient, image: str, log: Logger | logging.Logger) -> No
         raise ServiceUnavailableError(f"cannot pull image {image}: {exc.explanation or exc}") from exc
 
 
-def remove_container(cli: APIClient, container_id: str, log: Logger | logging.Logger) -> None:
+def remove_container(cli: APIClient, container_id: str, log: Any) -> None:
     """Force-remove a container; one already gone (or being removed) is fine."""
     from docker.errors import APIError, NotFound
 

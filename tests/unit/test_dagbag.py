@@ -355,3 +355,20 @@ def test_import_errors_reach_the_metadata_db_and_good_dags_stay_listed(project: 
     assert {d["dag_id"] for d in result["dags"]} == GOOD_DAG_IDS
     owners = {d["dag_id"]: d["owners"] for d in result["dags"]}
     assert owners["breast_cancer"] == ["ml-platform"]
+
+
+def test_a_dag_whose_build_fails_half_way_is_not_loaded(
+    project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A task's __init__ raising (a factory bug on one spec) must not leave a half-built DAG in Airflow,
+    which Airflow's DAG auto-registration would otherwise pick up with the tasks made so far."""
+    from mlops_provider.operators.evaluate import EvaluateModelOperator
+
+    def broken(self: object, **kwargs: object) -> None:
+        raise RuntimeError("factory bug")
+
+    monkeypatch.setattr(EvaluateModelOperator, "__init__", broken)
+    bag = _bag(project / "dags")
+    assert not {"breast_cancer", "minimal_regression", "churn"} & set(bag.dag_ids), sorted(bag.dag_ids)
+    assert "breast_cancer_monitor" not in bag.dag_ids  # the whole pipeline is out, not only the broken DAG
+    assert list(bag.import_errors) == [REPORTER]

@@ -57,7 +57,8 @@ def store_dag(dag: DAG) -> None:
 def recording_failures() -> Iterator[dict[str, str]]:
     """Task id → error of its last failed try, collected by an Airflow listener while the block runs."""
     from airflow.listeners import hookimpl
-    from airflow.sdk.listener import get_listener_manager
+
+    from mlops_provider.compat import get_listener_manager
 
     errors: dict[str, str] = {}
 
@@ -134,7 +135,8 @@ def _tee(read_end: int, console: int, log: BinaryIO) -> None:
 def task_logs_in_airflow() -> Iterator[None]:
     """While the block runs ``dag.test()``, each task's output also goes to its Airflow log file."""
     from airflow.listeners import hookimpl
-    from airflow.sdk.listener import get_listener_manager
+
+    from mlops_provider.compat import get_listener_manager
 
     saved: list[tuple[int, int]] = []
     pumps: list[tuple[threading.Thread, int, BinaryIO]] = []

@@ -17,8 +17,8 @@ from mlops_provider import config
 
 if TYPE_CHECKING:
     from airflow.sdk import BaseOperator, Context
-    from airflow.sdk.types import TaskInstanceKey
 
+    from mlops_provider.compat import TaskInstanceKey
     from mlops_provider.operators.base import MLflowStageOperator
 
 DEFAULT_UI_URL = "http://localhost:5000"

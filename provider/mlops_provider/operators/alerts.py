@@ -44,8 +44,7 @@ class DriftAlertOperator(FailFast, BaseOperator):
         self.drift_task_id = drift_task_id
 
     def execute(self, context: Context) -> dict[str, Any]:
-        from airflow.sdk.exceptions import AirflowSkipException
-
+        from mlops_provider.compat import AirflowSkipException
         from mlops_provider.exceptions import StageError
 
         ti = context["ti"]

@@ -37,6 +37,8 @@ class EvaluateModelOperator(MLflowStageOperator):
     :param champion_metric: the metric of the champion comparison; ``None`` disables it.
     :param champion_min_delta: how much better than the champion the candidate must be.
     :param champion_alias: the alias whose holder is the champion (the deploy stage's alias).
+    :param positive_class: binary classification: the label precision, recall, f1 and roc_auc are about
+        (default: the second of the two labels, sorted; the verdict says which).
     :param on_rejection: ``"skip"`` (default), ``"fail"`` or ``"continue"``, see above.
     :param ingest_task_id: task whose XCom names the test set.
     :param train_task_id: task whose XCom names the model.
@@ -53,6 +55,7 @@ class EvaluateModelOperator(MLflowStageOperator):
         champion_metric: str | None = None,
         champion_min_delta: float = 0.0,
         champion_alias: str = "champion",
+        positive_class: str | int | bool | None = None,
         on_rejection: Literal["skip", "fail", "continue"] = "skip",
         ingest_task_id: str = "ingest",
         train_task_id: str = "train",
@@ -66,6 +69,7 @@ class EvaluateModelOperator(MLflowStageOperator):
         self.champion_metric = champion_metric
         self.champion_min_delta = float(champion_min_delta)
         self.champion_alias = champion_alias
+        self.positive_class = positive_class
         if on_rejection not in ("skip", "fail", "continue"):
             raise ValueError(f"on_rejection must be skip, fail or continue, not {on_rejection!r}")
         self.on_rejection = on_rejection
@@ -96,7 +100,7 @@ class EvaluateModelOperator(MLflowStageOperator):
                 model_uri=train["model_uri"],
                 test=test,
                 target=ingest["target"],
-                features=ingest.get("features"),
+                features=train.get("features") or ingest.get("features"),
                 task=self.ml_task,
                 metrics=self.metrics,
                 model_name=self.model_name,
@@ -105,6 +109,7 @@ class EvaluateModelOperator(MLflowStageOperator):
                 champion_alias=self.champion_alias,
                 champion_min_delta=self.champion_min_delta,
                 run_id=train.get("mlflow_run_id") or run_id,
+                positive_class=self.positive_class,
             )
         stage.record(self.hook.client, run_id, verdict)
         for line in verdict.table().splitlines():
@@ -118,7 +123,7 @@ class EvaluateModelOperator(MLflowStageOperator):
                    f"Not registered; {stays}.")
         if self.on_rejection == "fail":
             raise GateFailedError(message)
-        from airflow.providers.common.compat.sdk import DownstreamTasksSkipped
+        from mlops_provider.compat import DownstreamTasksSkipped
 
         self.log.warning("%s", message)
         self.end_pipeline_run(run_id)  # nothing downstream will: the pipeline is done

@@ -59,6 +59,7 @@ class DetectDriftOperator(MLflowStageOperator):
         drift_share: float = 0.5,
         stattest: str | None = None,
         stattest_threshold: float | None = None,
+        positive_class: str | int | bool | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -74,12 +75,13 @@ class DetectDriftOperator(MLflowStageOperator):
         self.drift_share = drift_share
         self.stattest = stattest
         self.stattest_threshold = stattest_threshold
+        self.positive_class = positive_class
 
     def execute(self, context: Context) -> dict[str, Any]:
         from mlops_provider.stages import monitor
         from mlops_provider.storage import workspace
         from mlops_provider.storage.tables import TableColumns
-        from mlops_provider.tracking.models import load_model
+        from mlops_provider.tracking.models import input_columns, load_model
 
         client = self.hook.client
         # The monitoring run; the base operator marks it FAILED if this task fails for good.
@@ -90,6 +92,10 @@ class DetectDriftOperator(MLflowStageOperator):
         current_uri = monitor.current_uri(self.current)
         self.log.info("Reference: %s, trained on %s", model, reference.data_uri)
 
+        with self.hook.activate():
+            features = input_columns(model.uri)  # drift of what the model reads, not of ids or free text
+        columns = [c for c in features if c != self.target] if features else None
+
         def load_reference_model() -> Any:
             with self.hook.activate():
                 return load_model(model.uri).model
@@ -97,12 +103,14 @@ class DetectDriftOperator(MLflowStageOperator):
         result = monitor.detect_drift(
             TableColumns(current_uri, self.current_conn_id, self.file_format),
             TableColumns(reference.data_uri, workspace.workspace_conn_id()),
+            columns=columns,
             target=self.target,
             drift_share=self.drift_share,
             stattest=self.stattest,
             stattest_threshold=self.stattest_threshold,
             ml_task=self.ml_task,
             load_model=load_reference_model,
+            positive_class=self.positive_class,
             title=f"{model}: drift of {current_uri}",
         )
         self.log.info("%s", result.summary())
@@ -148,8 +156,7 @@ class RequestRetrainOperator(BaseOperator):
         self.drift_task_id = drift_task_id
 
     def execute(self, context: Context) -> None:
-        from airflow.sdk.exceptions import AirflowSkipException
-
+        from mlops_provider.compat import AirflowSkipException
         from mlops_provider.exceptions import StageError
 
         MLflowRunLink.copy_from(context, self.drift_task_id)  # the monitoring run that decided

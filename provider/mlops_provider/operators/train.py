@@ -21,6 +21,9 @@ class TrainModelOperator(MLflowStageOperator):
         (named so because ``params`` is Airflow's own operator argument). Templated.
     :param seed: seeds Python's and NumPy's generators, and ``random_state`` when the estimator takes
         one and ``hyperparams`` does not set it.
+    :param transform: the spec's ``transform`` section (plain data): the estimator is fitted and logged
+        inside one scikit-learn Pipeline with that preprocessing (:mod:`mlops_provider.preprocessing`).
+        Without it, a non-numeric feature column fails the task at once, naming the columns.
     :param runner: where training runs: ``{"type": "local"}`` (in the task's process) or
         ``{"type": "docker", "image": ..., "docker_url": ...}`` (in a container, see
         :mod:`mlops_provider.runners.docker`). Templated.
@@ -37,6 +40,7 @@ class TrainModelOperator(MLflowStageOperator):
         estimator: str | None = None,
         entrypoint: str | None = None,
         hyperparams: Mapping[str, Any] | None = None,
+        transform: Mapping[str, Any] | None = None,
         seed: int | None = None,
         runner: Mapping[str, Any] | None = None,
         ingest_task_id: str = "ingest",
@@ -48,6 +52,9 @@ class TrainModelOperator(MLflowStageOperator):
         self.estimator = estimator
         self.entrypoint = entrypoint
         self.hyperparams = dict(hyperparams or {})
+        if transform is not None and entrypoint is not None:
+            raise ValueError("transform applies to an estimator, not to an entrypoint")
+        self.transform = dict(transform) if transform is not None else None
         self.seed = seed
         self.runner = dict(runner or {"type": "local"})
         self.ingest_task_id = ingest_task_id
@@ -88,6 +95,7 @@ class TrainModelOperator(MLflowStageOperator):
                 seed=self.seed,
                 client=self.hook.client,
                 mlflow_run_id=run_id,
+                transform=self.transform,
             )
 
     def _train_in_docker(self, context: Context, ingested: Mapping[str, Any], run_id: str) -> dict[str, Any]:
@@ -96,7 +104,7 @@ class TrainModelOperator(MLflowStageOperator):
         self._docker = DockerTrainRunner(self.runner, log=self.log)
         return self._docker.train(context, hook=self.hook, ingested=ingested, run_id=run_id,
                                   estimator=self.estimator, entrypoint=self.entrypoint,
-                                  params=self.hyperparams, seed=self.seed)
+                                  params=self.hyperparams, seed=self.seed, transform=self.transform)
 
     def on_kill(self) -> None:
         docker = getattr(self, "_docker", None)

@@ -103,10 +103,12 @@ def _train(spec: PipelineSpec, common: dict[str, Any]) -> TaskPlan:
             "estimator": train.estimator,
             "entrypoint": train.entrypoint,
             "hyperparams": train.params,
+            "transform": spec.transform.model_dump(mode="json") if spec.transform is not None else None,
             "seed": spec.ingest.split.seed,
             "runner": train.runner.model_dump(exclude_none=True),
         },
-        doc=f"Train `{train.estimator or train.entrypoint}` ({train.runner.type} runner).",
+        doc=f"Train `{train.estimator or train.entrypoint}` ({train.runner.type} runner)"
+        + (", inside one scikit-learn Pipeline with the spec's transform." if spec.transform else "."),
     )
 
 
@@ -123,6 +125,7 @@ def _evaluate(spec: PipelineSpec, common: dict[str, Any]) -> TaskPlan:
             "champion_metric": spec.champion_metric if champion.enabled else None,
             "champion_min_delta": champion.min_delta,
             "champion_alias": spec.deploy.alias,
+            "positive_class": spec.evaluate.positive_class,
         },
         doc=f"Metrics {', '.join(spec.metrics)}; thresholds and champion check on `{spec.champion_metric}`.",
     )
@@ -204,6 +207,7 @@ def _monitor(spec: PipelineSpec, common: dict[str, Any]) -> TaskPlan:
             "drift_share": monitor.drift.share,
             "stattest": monitor.drift.method,
             "stattest_threshold": monitor.drift.threshold,
+            "positive_class": spec.evaluate.positive_class,
         },
         doc=f"Evidently drift of `{current}` against the `@{spec.deploy.alias}` training data.",
     )

@@ -65,6 +65,9 @@ def render_dag(plan: DagPlan) -> DAG:
         doc_md=plan.doc_md,
         max_active_runs=plan.max_active_runs,
         dag_display_name=plan.display_name or plan.dag_id,
+        # only the DAGs the loader puts into the DAG file's namespace count: one whose build failed
+        # half-way (a task's __init__ raised) must not be picked up by Airflow's auto-registration
+        auto_register=False,
     ) as dag:
         tasks = {}
         for task in plan.tasks:

@@ -62,10 +62,8 @@ from mlops_provider.docker_engine import (
 from mlops_provider.exceptions import MlopsError, NotAllowedError, ServiceUnavailableError, StageError
 
 if TYPE_CHECKING:
-    import logging
 
     from airflow.sdk import Context
-    from airflow.sdk.types import Logger
     from docker import APIClient
 
     from mlops_provider.hooks.mlflow import MLflowHook
@@ -89,7 +87,7 @@ class DockerTrainRunner:
     :param log: the task's logger; the container's output goes there line by line.
     """
 
-    def __init__(self, runner: Mapping[str, Any], *, log: Logger | logging.Logger) -> None:
+    def __init__(self, runner: Mapping[str, Any], *, log: Any) -> None:
         from pydantic import ValidationError
 
         from mlops_provider.spec.schema import DockerRunner
@@ -200,12 +198,15 @@ class DockerTrainRunner:
         entrypoint: str | None,
         seed: int | None,
         run_id: str,
+        transform: Mapping[str, Any] | None = None,
     ) -> list[str]:
         command = [self.config.python, "-m", CONTAINER_MODULE, "--train-uri", train_uri, "--target", target,
                    "--run-id", run_id, "--output", RESULT_PATH]  # fmt: skip
         command += ["--estimator", estimator] if estimator is not None else ["--entrypoint", str(entrypoint)]
         if features is not None:
             command += ["--features", json.dumps(list(features))]
+        if transform is not None:
+            command += ["--transform", json.dumps(dict(transform))]
         if seed is not None:
             command += ["--seed", str(seed)]
         return command
@@ -223,6 +224,7 @@ class DockerTrainRunner:
         entrypoint: str | None,
         params: Mapping[str, Any],
         seed: int | None,
+        transform: Mapping[str, Any] | None = None,
     ) -> dict[str, Any]:
         """Run the training container to its end; returns the train XCom the container wrote."""
         import requests
@@ -251,7 +253,7 @@ class DockerTrainRunner:
         )
         command = self.command(train_uri=train_uri, target=str(ingested["target"]),
                                features=ingested.get("features"), estimator=estimator, entrypoint=entrypoint,
-                               seed=seed, run_id=run_id)  # fmt: skip
+                               seed=seed, run_id=run_id, transform=transform)  # fmt: skip
 
         cli = self.client()
         if self.config.auto_remove:

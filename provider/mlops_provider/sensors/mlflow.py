@@ -31,9 +31,8 @@ from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseSensorOperator, PokeReturnValue
-from airflow.sdk.configuration import conf
-from airflow.sdk.exceptions import AirflowSensorTimeout
 
+from mlops_provider.compat import AirflowSensorTimeout, conf
 from mlops_provider.exceptions import ServiceUnavailableError, StageError
 from mlops_provider.links.mlflow import MLflowModelVersionLink
 from mlops_provider.operators.base import FailFast

@@ -430,6 +430,54 @@ def _semantic_issues(doc: Located) -> list[SpecIssue]:
                 code="bad-split",
             )
         )
+    issues.extend(_transform_issues(doc, task))
+    return issues
+
+
+def _transform_issues(doc: Located, task: str) -> list[SpecIssue]:
+    """A column in two of transform.columns' lists, the target among them, transform with an entrypoint,
+    a positive class for a regression."""
+    data = doc.data
+    issues: list[SpecIssue] = []
+    ingest = data.get("ingest")
+    target = ingest.get("target", "target") if isinstance(ingest, dict) else "target"
+    transform = data.get("transform")
+    if isinstance(transform, dict):
+        train = data.get("train") if isinstance(data.get("train"), dict) else {}
+        if train.get("entrypoint") is not None:
+            issues.append(doc.issue(
+                ("transform",), "transform applies to an estimator, not to an entrypoint",
+                hint="an entrypoint gets the raw columns and prepares them itself; or use train.estimator",
+                code="transform-entrypoint", prefer_key=True,
+            ))
+        columns = transform.get("columns")
+        columns = columns if isinstance(columns, dict) else {}
+        seen: dict[str, str] = {}
+        for kind in ("numeric", "categorical", "drop"):
+            names = columns.get(kind)
+            if not isinstance(names, list):
+                continue
+            for i, name in enumerate(names):
+                where = ("transform", "columns", kind, i)
+                if name == target:
+                    issues.append(doc.issue(
+                        where, f"{name!r} is the target (ingest.target), not a feature",
+                        hint="the target is never transformed; remove it from this list", code="bad-column",
+                    ))
+                elif name in seen:
+                    issues.append(doc.issue(
+                        where, f"column {name!r} is in transform.columns.{seen[name]} too",
+                        hint="a column is numeric, categorical or dropped: name it in one list",
+                        code="bad-column",
+                    ))
+                else:
+                    seen[str(name)] = kind
+    evaluate = data.get("evaluate") if isinstance(data.get("evaluate"), dict) else {}
+    if task == "regression" and evaluate.get("positive_class") is not None:
+        issues.append(doc.issue(
+            ("evaluate", "positive_class"), "positive_class only applies to classification",
+            hint="remove it", code="bad-metric", prefer_key=True,
+        ))
     return issues
 
 

@@ -325,6 +325,42 @@ class Train(Section):
         return self
 
 
+class NumericSteps(Section):
+    """How numeric feature columns are prepared (scikit-learn's SimpleImputer, then a scaler)."""
+
+    impute: Literal["mean", "median", "most_frequent", "constant"] | None = Field(
+        "median", description="fill missing values; null: leave them (the estimator must cope)"
+    )
+    fill_value: float | None = Field(None, description="with impute: constant (default 0)")
+    scale: Literal["standard", "minmax", "robust"] | None = "standard"
+
+
+class CategoricalSteps(Section):
+    """How categorical feature columns are prepared (SimpleImputer, then an encoder)."""
+
+    impute: Literal["most_frequent", "constant"] | None = "most_frequent"
+    fill_value: str | None = Field(None, description='with impute: constant (default "missing")')
+    encode: Literal["onehot", "ordinal"] = Field(
+        "onehot", description="unseen categories at scoring time: all-zero one-hot / code -1, never an error"
+    )
+
+
+class TransformColumns(Section):
+    numeric: list[str] | None = Field(None, description="default: the feature columns holding numbers")
+    categorical: list[str] | None = Field(
+        None, description="default: the feature columns holding strings, categories or booleans"
+    )
+    drop: list[str] = Field([], description="never used as features (ids, free text, leakage)")
+
+
+class Transform(Section):
+    """Preprocessing fitted with the estimator and logged with it as one scikit-learn Pipeline."""
+
+    columns: TransformColumns = TransformColumns()
+    numeric: NumericSteps = NumericSteps()
+    categorical: CategoricalSteps = CategoricalSteps()
+
+
 class Bound(Section):
     min: float | None = None
     max: float | None = None
@@ -346,6 +382,10 @@ class Evaluate(Section):
     metrics: list[str] | None = Field(None, description="default per task, see METRICS")
     thresholds: dict[str, Bound] = {}
     champion: Champion = Champion()
+    positive_class: str | int | bool | None = Field(
+        None, description="binary classification: the label precision/recall/f1/roc_auc are about; "
+        "default: the second of the two labels, sorted"
+    )
 
 
 def _check_alias(alias: str) -> str:
@@ -550,6 +590,7 @@ class PipelineSpec(Section):
     mlflow: MLflowSection = MLflowSection()
     ingest: Ingest
     validate_: Validate = Field(Validate(), alias="validate")
+    transform: Transform | None = None
     train: Train
     evaluate: Evaluate = Evaluate()
     register_: Register = Field(Register(), alias="register")

@@ -44,7 +44,7 @@ from typing import TYPE_CHECKING, Any
 from mlops_provider.exceptions import StageError
 from mlops_provider.storage import tables, workspace
 from mlops_provider.tracking import tags as T
-from mlops_provider.tracking.models import LoadedModel, ModelVersionRef
+from mlops_provider.tracking.models import LoadedModel, ModelVersionRef, model_inputs
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -135,24 +135,6 @@ def percentile(values: Sequence[float], quantile: float) -> float:
     low = math.floor(position)
     high = min(low + 1, len(ordered) - 1)
     return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
-
-
-def feature_columns(loaded: LoadedModel, available: Sequence[str]) -> list[str]:
-    """The columns the model scores, in its order: the signature's inputs, else scikit-learn's
-    ``feature_names_in_``, else every input column. Raises naming missing columns."""
-    if loaded.inputs is not None:
-        names = [name for name, _ in loaded.inputs]
-    elif getattr(loaded.model, "feature_names_in_", None) is not None:
-        names = [str(n) for n in loaded.model.feature_names_in_]
-    else:
-        return list(available)
-    missing = [n for n in names if n not in available]
-    if missing:
-        raise StageError(
-            f"the input lacks column(s) {', '.join(map(repr, missing))} that the model needs; "
-            f"it has: {', '.join(available)}"
-        )
-    return names
 
 
 def _proba_gives_prediction(model: Any) -> bool:
@@ -261,7 +243,7 @@ def score_file(
                     if table is None:
                         break
                     if features is None:
-                        features = feature_columns(model, table.column_names)
+                        features = model_inputs(model, table.column_names)
                         keys = [c for c in table.column_names if c not in features]
                         _check_clashes(keys, with_probability=scorer.with_probability)
                     frame = table.select(features).to_pandas()

@@ -17,6 +17,7 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
+from mlops_provider.labels import positive_label
 from mlops_provider.spec.schema import METRICS
 from mlops_provider.tracking import models
 from mlops_provider.tracking import tags as T
@@ -61,6 +62,8 @@ class Verdict:
     champion_metrics: dict[str, float] = field(default_factory=dict)
     champion_metric: str | None = None
     test_rows: int = 0
+    #: binary classification: the label the binary metrics are about (stated in the table)
+    positive_class: Any = None
 
     @property
     def passed(self) -> bool:
@@ -98,6 +101,7 @@ class Verdict:
             "champion_value": self.champion_value,
             "champion_metrics": dict(self.champion_metrics),
             "test_rows": self.test_rows,
+            "positive_class": self.positive_class,
         }
 
     def table(self) -> str:
@@ -127,6 +131,8 @@ class Verdict:
         lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in rows]
         lines.insert(1, "  ".join("-" * w for w in widths))
         head = f"Evaluation of {self.model_name} on {self.test_rows} held-out rows"
+        if self.positive_class is not None:
+            head += f" (positive class: {self.positive_class!r})"
         tail = f"Verdict: {self.status.upper()} - {self.reason}"
         return "\n".join([head, *lines, tail])
 
@@ -162,12 +168,13 @@ def _probabilities(model: Any, features: pd.DataFrame) -> tuple[Any, list[Any]]:
 
 
 def score(
-    model: Any, features: pd.DataFrame, target: pd.Series, *, task: str, metrics: list[str]
+    model: Any, features: pd.DataFrame, target: pd.Series, *, task: str, metrics: list[str],
+    positive_class: Any = None,
 ) -> dict[str, float]:
     """The requested metrics of ``model`` on ``(features, target)``.
 
-    Classification with more than two classes uses macro averages (and one-vs-rest for roc_auc);
-    for two classes, the positive class is the larger label (``1`` for 0/1 targets).
+    Classification with more than two classes uses macro averages (and one-vs-rest for roc_auc); for two
+    classes, precision/recall/f1/roc_auc are about :func:`positive_label`.
     """
     import numpy as np
     from sklearn import metrics as skm
@@ -192,8 +199,9 @@ def score(
     labels = sorted(set(y_true.tolist()) | set(y_pred.tolist()), key=str)
     classes = list(getattr(model, "classes_", labels))
     binary = len(classes) <= 2
+    positive = positive_label(classes, positive_class) if binary else None
     averaging: dict[str, Any] = (
-        {"average": "binary", "pos_label": classes[-1]} if binary else {"average": "macro", "labels": classes}
+        {"average": "binary", "pos_label": positive} if binary else {"average": "macro", "labels": classes}
     )
     for metric in metrics:
         if metric == "accuracy":
@@ -207,7 +215,8 @@ def score(
             if len(set(y_true.tolist())) < 2:
                 raise ValueError("roc_auc is undefined: the test set holds a single class")
             if binary:
-                results["roc_auc"] = float(skm.roc_auc_score(y_true == proba_classes[-1], proba[:, -1]))
+                column = proba_classes.index(positive)
+                results["roc_auc"] = float(skm.roc_auc_score(y_true == positive, proba[:, column]))
             else:
                 results["roc_auc"] = float(
                     skm.roc_auc_score(y_true, proba, multi_class="ovr", average="macro", labels=proba_classes)
@@ -303,6 +312,7 @@ def evaluate(
     champion_alias: str = "champion",
     champion_min_delta: float = 0.0,
     run_id: str | None = None,
+    positive_class: Any = None,
 ) -> Verdict:
     """Score the candidate and decide. Needs MLflow's fluent URIs set (``MLflowHook.activate()``).
 
@@ -311,16 +321,27 @@ def evaluate(
     """
     thresholds = thresholds or {}
     wanted = list(dict.fromkeys([*metrics, *thresholds, *([champion_metric] if champion_metric else [])]))
-    columns = features or [c for c in test.columns if c != target]
-    x_test, y_test = test[columns], test[target]
+    available = test.drop(columns=[target])
+    if features is not None:
+        available = available[[c for c in available.columns if c in set(features)]]
+    y_test = test[target]
+    positive = None
+    if task == "classification" and y_test.nunique() <= 2:
+        positive = positive_label(list(y_test.dropna().unique()), positive_class)
 
-    candidate = score(models.load_model(model_uri).model, x_test, y_test, task=task, metrics=wanted)
+    def scored(uri: str) -> dict[str, float]:
+        loaded = models.load_model(uri)  # each model gets the raw columns it was trained on
+        x_test = available[models.model_inputs(loaded, list(available.columns))]
+        return score(loaded.model, x_test, y_test, task=task, metrics=wanted, positive_class=positive)
+
+    candidate = scored(model_uri)
     verdict = Verdict(
         model_name=model_name,
         metrics=candidate,
         champion_alias=champion_alias,
         champion_metric=champion_metric,
         test_rows=len(test),
+        positive_class=positive,
     )
     verdict.checks.extend(threshold_checks(candidate, thresholds))
     if champion_metric is None:
@@ -332,8 +353,7 @@ def evaluate(
     if holder is not None:
         verdict.champion_version = holder.version
         try:
-            champion_model = models.load_model(models.model_uri(model_name, holder.version)).model
-            verdict.champion_metrics = score(champion_model, x_test, y_test, task=task, metrics=wanted)
+            verdict.champion_metrics = scored(models.model_uri(model_name, holder.version))
         except Exception as exc:
             verdict.checks.append(
                 Check(

@@ -6,6 +6,7 @@ libraries are imported inside the functions.
 
 from __future__ import annotations
 
+import logging
 import warnings
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
@@ -19,6 +20,7 @@ if TYPE_CHECKING:
     from mlflow import MlflowClient
 
 SNAPSHOT, TRAIN, TEST = workspace.SNAPSHOT, workspace.TRAIN_SPLIT, workspace.TEST_SPLIT
+log = logging.getLogger(__name__)
 
 
 def source_uri(source: str) -> str:
@@ -82,7 +84,16 @@ def ingest(
     features = select_columns(frame, target, features)
     snapshot = frame[[*features, target]]
     data_sha256 = workspace.frame_sha256(snapshot)
-    train, test = split(snapshot, target=target, test_size=test_size, seed=seed, stratify=stratify)
+    # a row without a label cannot be learned from or scored against: it stays in the snapshot (which
+    # validation checks) and out of the splits
+    labeled = snapshot[snapshot[target].notna()]
+    unlabeled = len(snapshot) - len(labeled)
+    if labeled.empty:
+        raise StageError(f"{uri}: every row's target {target!r} is missing")
+    if unlabeled:
+        log.info("%d of %d rows have no %r (the target) and stay out of the train/test split",
+                 unlabeled, len(snapshot), target)
+    train, test = split(labeled, target=target, test_size=test_size, seed=seed, stratify=stratify)
 
     # Content-addressed: a retry with the same data finds its files; different data never overwrites.
     folder = f"{workspace.run_workspace(dag_id, run_id)}/data-{data_sha256[:16]}"
@@ -107,6 +118,7 @@ def ingest(
         "test_uri": uris[TEST],
         "data_sha256": data_sha256,
         "rows": len(snapshot),
+        "unlabeled_rows": unlabeled,
         "train_rows": len(train),
         "test_rows": len(test),
         "columns": [*features, target],

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mlops_provider.exceptions import LineageMissingError, StageError
+from mlops_provider.labels import positive_label
 from mlops_provider.storage import workspace
 from mlops_provider.storage.tables import TableColumns
 from mlops_provider.tracking import tags as T
@@ -178,6 +179,7 @@ def detect_drift(
     stattest_threshold: float | None = None,
     ml_task: str = "classification",
     load_model: Callable[[], Any] | None = None,
+    positive_class: Any = None,
     title: str | None = None,
 ) -> DriftResult:
     """Drift of ``current`` against ``reference``, column by column, plus quality and (with the target
@@ -219,7 +221,8 @@ def detect_drift(
         del current_column, reference_column
 
     if target is not None and target in current.names and load_model is not None:
-        snapshot, performance = _performance_report(current, list(columns), target, ml_task, load_model)
+        snapshot, performance = _performance_report(current, list(columns), target, ml_task, load_model,
+                                                    positive_class)
         result.performance = performance
         parts.append(snapshot.to_snapshot_model())
     result.snapshot = _merge(parts, result, title=title)
@@ -360,7 +363,8 @@ _REGRESSION = {"rmse": "RMSE", "mae": "MAE", "r2": "R2Score", "mean_error": "Mea
 
 
 def _performance_report(
-    current: TableColumns, features: list[str], target: str, ml_task: str, load_model: Callable[[], Any]
+    current: TableColumns, features: list[str], target: str, ml_task: str, load_model: Callable[[], Any],
+    positive_class: Any = None,
 ) -> tuple[Snapshot, dict[str, float]]:
     import evidently.metrics as em
     import pandas as pd
@@ -378,6 +382,9 @@ def _performance_report(
     if frame.empty:
         raise StageError(f"the target column {target!r} of the current data has no values")
     model = load_model()
+    wanted = getattr(model, "feature_names_in_", None)  # a Pipeline takes exactly its raw columns
+    if wanted is not None:
+        features = [str(c) for c in wanted if str(c) in frame.columns]
     try:
         predicted = model.predict(frame[features])
     except Exception as exc:
@@ -389,8 +396,12 @@ def _performance_report(
         wanted = _REGRESSION
     else:
         labels = set(pd.unique(scored[target])) | set(pd.unique(scored[PREDICTION]))
-        kind = BinaryClassification if labels <= {0, 1} else MulticlassClassification
-        task = kind(target=target, prediction_labels=PREDICTION)
+        if len(labels) <= 2:
+            # Evidently assumes the positive label is 1: say which it is (the evaluate stage's rule)
+            positive = positive_label(sorted(labels, key=str), positive_class)
+            task: Any = BinaryClassification(target=target, prediction_labels=PREDICTION, pos_label=positive)
+        else:
+            task = MulticlassClassification(target=target, prediction_labels=PREDICTION)
         definition = DataDefinition(classification=[task])
         wanted = _CLASSIFICATION
     metrics = {key: getattr(em, cls)() for key, cls in wanted.items()}

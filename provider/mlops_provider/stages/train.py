@@ -43,6 +43,8 @@ if TYPE_CHECKING:
     from mlflow import MlflowClient
     from mlflow.models.model import ModelInfo
 
+    from mlops_provider.preprocessing import FeatureColumns
+
 MODEL_NAME = "model"
 
 
@@ -115,6 +117,40 @@ def seed_everything(seed: int | None) -> None:
     np.random.seed(seed)
 
 
+def prepare_features(x_train: pd.DataFrame, transform: Mapping[str, Any] | None) -> tuple[
+    pd.DataFrame, FeatureColumns | None
+]:
+    """The raw feature columns the model takes, and (with ``transform``) which are numeric/categorical.
+    Without ``transform`` every feature must be numeric: fails at once otherwise, naming the columns."""
+    from mlops_provider import preprocessing
+
+    if transform is None:
+        preprocessing.require_numeric(x_train)
+        return x_train, None
+    columns = preprocessing.feature_columns(x_train, transform)
+    frame = x_train[columns.features]
+    strings = [c for c in columns.categorical if str(frame[c].dtype) in ("string", "category")]
+    if strings:  # scikit-learn's imputers want objects with NaN, which scoring inputs arrive as too
+        frame = frame.astype(dict.fromkeys(strings, object))
+    return frame, columns
+
+
+def build_estimator(
+    estimator: str, params: Mapping[str, Any], seed: int | None
+) -> tuple[Any, dict[str, Any]]:
+    """The estimator ``estimator(**params)`` (``random_state`` from ``seed`` when it takes one)."""
+    params = dict(params)
+    cls = estimator_class(estimator)
+    accepted = inspect.signature(cls).parameters
+    if seed is not None and "random_state" in accepted and "random_state" not in params:
+        params["random_state"] = seed
+    try:
+        return cls(**params), params
+    except TypeError as exc:
+        args = ", ".join(f"{k}={v!r}" for k, v in params.items())
+        raise StageError(f"{estimator}({args}): {exc}") from exc
+
+
 def fit(
     x_train: pd.DataFrame,
     y_train: pd.Series,
@@ -123,30 +159,44 @@ def fit(
     entrypoint: str | None = None,
     params: Mapping[str, Any] | None = None,
     seed: int | None = None,
+    columns: FeatureColumns | None = None,
+    transform: Mapping[str, Any] | None = None,
 ) -> tuple[Any, dict[str, Any]]:
-    """The fitted model and the parameters it was built with."""
+    """The fitted model (a Pipeline of the transform and the estimator, with ``transform``) and the
+    parameters it was built with. A failing fit is not retried: the same data fails the same way."""
     if (estimator is None) == (entrypoint is None):
         raise StageError("give exactly one of estimator and entrypoint")
     params = dict(params or {})
     seed_everything(seed)
     if estimator is not None:
-        cls = estimator_class(estimator)
-        accepted = inspect.signature(cls).parameters
-        if seed is not None and "random_state" in accepted and "random_state" not in params:
-            params["random_state"] = seed
+        model, params = build_estimator(estimator, params, seed)
+        if transform is not None and columns is not None:
+            from mlops_provider.preprocessing import model_pipeline
+
+            model = model_pipeline(model, columns, transform)
         try:
-            model = cls(**params)
-        except TypeError as exc:
-            args = ", ".join(f"{k}={v!r}" for k, v in params.items())
-            raise StageError(f"{estimator}({args}): {exc}") from exc
-        model.fit(x_train, y_train)
+            model.fit(x_train, y_train)
+        except Exception as exc:
+            raise StageError(f"{estimator}.fit failed: {type(exc).__name__}: {exc}"
+                             + _fit_hint(x_train, transform)) from exc
     else:
         function = entrypoint_function(str(entrypoint))
-        model = function(x_train, y_train, params)
+        try:
+            model = function(x_train, y_train, params)
+        except Exception as exc:
+            raise StageError(f"entrypoint {entrypoint!r} failed: {type(exc).__name__}: {exc}") from exc
         if model is None or not callable(getattr(model, "predict", None)):
             raise StageError(f"entrypoint {entrypoint!r} returned {type(model).__name__}, "
                              "not a fitted model with a predict() method")
     return model, params
+
+
+def _fit_hint(x_train: pd.DataFrame, transform: Mapping[str, Any] | None) -> str:
+    missing = [str(c) for c in x_train.columns if x_train[c].isna().any()]
+    if missing and transform is None:
+        return (f" (column(s) {', '.join(map(repr, missing[:10]))} have missing values: add "
+                "`transform: {numeric: {impute: median}}`, or choose an estimator that accepts them)")
+    return ""
 
 
 def pip_requirements(model: Any) -> list[str]:
@@ -223,11 +273,17 @@ def train(
     seed: int | None = None,
     client: MlflowClient | None = None,
     mlflow_run_id: str | None = None,
+    transform: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Fit and log the model. Returns the XCom payload ``{"model_uri", "model_id", "mlflow_run_id", ...}``."""
     x_train, y_train = load_split(train_uri, target=target, features=features)
+    if entrypoint is None:
+        x_train, columns = prepare_features(x_train, transform)
+    else:
+        columns = None
     model, used_params = fit(
-        x_train, y_train, estimator=estimator, entrypoint=entrypoint, params=params, seed=seed
+        x_train, y_train, estimator=estimator, entrypoint=entrypoint, params=params, seed=seed,
+        columns=columns, transform=transform,
     )
     if mlflow_run_id is not None:
         from mlflow import MlflowClient
@@ -240,6 +296,9 @@ def train(
         if entrypoint:
             logged["train.entrypoint"] = entrypoint
         logged.update({f"param.{k}": v for k, v in used_params.items()})
+        if columns is not None:
+            logged.update({"transform.numeric": columns.numeric, "transform.categorical": columns.categorical,
+                           "transform.dropped": columns.dropped})
         client.log_batch(mlflow_run_id, params=[Param(k, _param_value(v)) for k, v in logged.items()])
     info = log_model(model, x_train.head(5), mlflow_run_id=mlflow_run_id)
     return {
@@ -249,6 +308,7 @@ def train(
         "model_class": _class_path(model),
         "params": json.loads(json.dumps(used_params, default=str)),
         "train_rows": len(x_train),
+        "features": list(x_train.columns),
     }
 
 
@@ -263,6 +323,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     model.add_argument("--estimator")
     model.add_argument("--entrypoint")
     parser.add_argument("--params", default="{}", help="JSON object")
+    parser.add_argument("--transform", help="JSON object: the spec's transform section")
     parser.add_argument("--seed", type=int)
     parser.add_argument("--run-id", help="MLflow run to log to")
     parser.add_argument("--output", help="write the result JSON here (default: stdout)")
@@ -276,6 +337,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         params=json.loads(args.params),
         seed=args.seed,
         mlflow_run_id=args.run_id,
+        transform=json.loads(args.transform) if args.transform else None,
     )
     text = json.dumps(result, indent=2)
     if args.output:

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from mlops_provider.exceptions import NoAliasHolderError
+from mlops_provider.exceptions import DataValidationError, NoAliasHolderError
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -89,8 +90,35 @@ def load_model(uri: str, *, flavor: str = "auto") -> LoadedModel:
     return LoadedModel(mlflow.pyfunc.load_model(uri), "pyfunc", inputs)
 
 
+def input_columns(uri: str) -> list[str] | None:
+    """The raw columns the model takes (its signature's inputs), without loading it; None if unnamed.
+    Uses MLflow's module-level URIs: call it inside ``MLflowHook.activate()``."""
+    from mlflow.models import get_model_info
+
+    inputs = _signature_inputs(get_model_info(uri).signature)
+    return [name for name, _ in inputs] if inputs else None
+
+
 def _signature_inputs(signature: Any) -> list[tuple[str, str]] | None:
     inputs = getattr(signature, "inputs", None)
     if inputs is None or not inputs.has_input_names():
         return None
     return [(str(spec.name), str(getattr(spec.type, "name", spec.type))) for spec in inputs.inputs]
+
+
+def model_inputs(loaded: LoadedModel, available: Sequence[str]) -> list[str]:
+    """The columns the model scores, in its order: the signature's inputs, else scikit-learn's
+    ``feature_names_in_``, else every input column. Raises naming missing columns."""
+    if loaded.inputs is not None:
+        names = [name for name, _ in loaded.inputs]
+    elif getattr(loaded.model, "feature_names_in_", None) is not None:
+        names = [str(n) for n in loaded.model.feature_names_in_]
+    else:
+        return list(available)
+    missing = [n for n in names if n not in available]
+    if missing:
+        raise DataValidationError(
+            f"the input lacks column(s) {', '.join(map(repr, missing))} that the model needs; "
+            f"it has: {', '.join(available)}"
+        )
+    return names
