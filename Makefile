@@ -11,7 +11,7 @@ STAMP := $(VENV)/.mlops-deps-stamp
 DEPS_HASH = $(shell cat pyproject.toml $(LOCK) | sha256sum | cut -c1-32)
 PYTEST_ARGS ?=
 
-.PHONY: venv demo test lint lock
+.PHONY: venv demo test lint lock lock-check
 
 # `pip install -e .` leaves provider/<dist>.egg-info behind; the editable install puts provider/ on sys.path,
 # so Python would see the package twice (Airflow: "Plugin 'mlops' already registered" import error).
@@ -57,6 +57,10 @@ lint: venv
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
 
+# Does requirements.lock pin what pyproject.toml asks for (and was it made from these requirements)? CI runs it.
+lock-check:
+	$(PYTHON) .ci/lock_check.py
+
 # Re-resolve `pip install -e .[all,dev]` from scratch in a throw-away venv and pin everything it installed.
 lock:
 	@set -e; tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; \
@@ -66,6 +70,7 @@ lock:
 	"$$tmp/venv/bin/python" -m pip install --quiet -e ".[$(EXTRAS)]"; \
 	rm -rf provider/*.egg-info; \
 	{ echo "# Pinned environment of: pip install -e \".[$(EXTRAS)]\" (Python 3.11). Regenerate: make lock"; \
+	  $(PYTHON) .ci/lock_check.py --fingerprint; \
 	  "$$tmp/venv/bin/python" -m pip freeze --all --exclude-editable | grep -v -e '^-e ' -e '^airflow-provider-mlops[= ]'; \
 	} > $(LOCK).tmp; \
 	mv $(LOCK).tmp $(LOCK); \
