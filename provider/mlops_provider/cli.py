@@ -240,6 +240,8 @@ def run(
     dag: Annotated[str, typer.Option("--dag", help=f"{', '.join(KIND_NAMES)}, or a DAG id.")] = "training",
     output_format: FormatOption = OutputFormat.text,
     project_root: ProjectRootOption = None,
+    cache: Annotated[bool, typer.Option("--cache/--no-cache", help="Reuse an identical earlier model "
+                                        "(same data, spec sections, code, libraries).")] = True,
 ) -> None:
     """Run a DAG of the spec once, in-process (Airflow dag.test), with the current Airflow/MLflow config.
 
@@ -250,7 +252,7 @@ def run(
     from mlops_provider.run import run_command
 
     raise typer.Exit(run_command(spec, dag=dag, as_json=output_format is OutputFormat.json,
-                                 project_root=project_root))
+                                 project_root=project_root, cache=cache))
 
 
 # --------------------------------------------------------------------------------------------------

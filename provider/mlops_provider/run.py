@@ -80,7 +80,8 @@ def _verdict_from_mlflow(tracking: dict[str, Any], conn_id: str | None) -> dict[
     }
 
 
-def run_dag(dag: DAG, *, mlflow_conn_id: str | None = None, logical_date: Any = None) -> RunResult:
+def run_dag(dag: DAG, *, mlflow_conn_id: str | None = None, logical_date: Any = None,
+            conf: dict[str, Any] | None = None) -> RunResult:
     """``dag.test()`` with the outcome collected. The metadata DB must exist (:func:`ensure_metadata_db`)."""
     from mlops_provider.inprocess.airflow import (
         read_xcom,
@@ -93,7 +94,10 @@ def run_dag(dag: DAG, *, mlflow_conn_id: str | None = None, logical_date: Any = 
     started = time.perf_counter()
     store_dag(dag)
     with recording_failures() as errors, task_logs_in_airflow():
-        dag_run = dag.test(logical_date=logical_date) if logical_date is not None else dag.test()
+        kwargs: dict[str, Any] = {"run_conf": conf} if conf else {}
+        if logical_date is not None:
+            kwargs["logical_date"] = logical_date
+        dag_run = dag.test(**kwargs)
     seconds = time.perf_counter() - started
     tasks = [
         TaskOutcome(
@@ -134,8 +138,12 @@ def run_spec(
     dag: str = "training",
     project_root: Path | None = None,
     logical_date: Any = None,
+    cache: bool = True,
 ) -> RunResult:
     """Build the DAG ``dag`` (kind or id) of the spec and run it once. Raises :class:`SpecError` if invalid.
+
+    ``cache=False`` trains even when an earlier run made the same model (DAG run conf
+    ``{"mlops": {"cache": false}}``, what ``mlops run --no-cache`` sends).
 
     Relative paths of the spec resolve against ``project_root`` (default: ``[mlops] project_root``, else
     the parent of the ``dags`` folder above the spec, else the current directory); the tasks, which run in
@@ -152,11 +160,13 @@ def run_spec(
     from mlops_provider.render.dag import render_dag
 
     assert loaded.spec is not None
-    return run_dag(render_dag(plan), mlflow_conn_id=loaded.spec.mlflow.conn_id, logical_date=logical_date)
+    return run_dag(render_dag(plan), mlflow_conn_id=loaded.spec.mlflow.conn_id, logical_date=logical_date,
+                   conf=None if cache else {"mlops": {"cache": False}})
 
 
 def run_command(
-    spec: Path, *, dag: str = "training", as_json: bool = False, project_root: Path | None = None
+    spec: Path, *, dag: str = "training", as_json: bool = False, project_root: Path | None = None,
+    cache: bool = True,
 ) -> int:
     """``mlops run``: run, print the outcome, return the exit status.
 
@@ -168,7 +178,7 @@ def run_command(
 
     try:
         with redirect_output(sys.stderr.fileno()) if as_json else contextlib.nullcontext():
-            result = run_spec(spec, dag=dag, project_root=project_root)
+            result = run_spec(spec, dag=dag, project_root=project_root, cache=cache)
     except SpecError as exc:
         print(str(exc), file=sys.stderr)
         return 2

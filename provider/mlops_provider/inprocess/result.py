@@ -85,6 +85,7 @@ class RunResult:
             "scored": self.scored,
             "failure": self.failure,
             "rejected": self.rejected,
+            "cached": bool((self.xcom.get("train") or {}).get("cached")),
         }
 
     def summary(self) -> str:
@@ -107,6 +108,10 @@ class RunResult:
             metrics = self.verdict.get("metrics") or {}
             if metrics:
                 lines.append("  metrics: " + ", ".join(f"{k}={v:.4f}" for k, v in metrics.items()))
+        trained = self.xcom.get("train") or {}
+        if trained.get("cached"):
+            lines.append(f"  model:   cached, reused from MLflow run {trained.get('cache_source_run_id')} "
+                         "(same data, spec sections, code and library versions): not trained again")
         if self.model_version:
             lines.append(f"  model version: {self.model_name} v{self.model_version}")
         if self.promotion:

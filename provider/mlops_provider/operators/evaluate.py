@@ -111,6 +111,7 @@ class EvaluateModelOperator(MLflowStageOperator):
                 run_id=train.get("mlflow_run_id") or run_id,
                 positive_class=self.positive_class,
             )
+        verdict.cached_from = train.get("cache_source_run_id")
         stage.record(self.hook.client, run_id, verdict)
         for line in verdict.table().splitlines():
             self.log.info("%s", line)

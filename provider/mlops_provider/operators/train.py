@@ -27,6 +27,11 @@ class TrainModelOperator(MLflowStageOperator):
     :param runner: where training runs: ``{"type": "local"}`` (in the task's process) or
         ``{"type": "docker", "image": ..., "docker_url": ...}`` (in a container, see
         :mod:`mlops_provider.runners.docker`). Templated.
+    :param cache: reuse the model of an earlier finished run of this pipeline trained from the same data,
+        spec sections, code and library versions (:mod:`mlops_provider.tracking.cache`) instead of
+        training again; a DAG run with conf ``{"mlops": {"cache": false}}`` trains regardless.
+    :param cache_config_sha256: the hash of the spec sections that decide the model (``ingest``,
+        ``transform``, ``train``); without it nothing is cached.
     :param ingest_task_id: task whose result names the train split.
     """
 
@@ -43,6 +48,8 @@ class TrainModelOperator(MLflowStageOperator):
         transform: Mapping[str, Any] | None = None,
         seed: int | None = None,
         runner: Mapping[str, Any] | None = None,
+        cache: bool = True,
+        cache_config_sha256: str | None = None,
         ingest_task_id: str = "ingest",
         **kwargs: Any,
     ) -> None:
@@ -57,6 +64,8 @@ class TrainModelOperator(MLflowStageOperator):
         self.transform = dict(transform) if transform is not None else None
         self.seed = seed
         self.runner = dict(runner or {"type": "local"})
+        self.cache = cache
+        self.cache_config_sha256 = cache_config_sha256
         self.ingest_task_id = ingest_task_id
 
     def execute(self, context: Context) -> dict[str, Any]:
@@ -76,10 +85,62 @@ class TrainModelOperator(MLflowStageOperator):
                 f"train runner {runner_type!r} is not available in this version of airflow-provider-mlops "
                 f"(available: {', '.join(runners)})"
             )
+        key = self._cache_key(ingested)
+        if key is not None and self._cache_enabled(context):
+            reused = self._reuse(key, run_id)
+            if reused is not None:
+                return reused
         result = runners[runner_type](ingested, run_id)  # NotAllowedError: no retries (the base class)
         self.log.info("Trained %s on %d rows; model %s", result["model_class"], result["train_rows"],
                       result["model_uri"])
-        return result
+        if key is not None:
+            from mlops_provider.tracking import cache
+
+            cache.record(self.hook.client, run_id, key=key, result=result, hit=None)
+        return {**result, "cached": False}
+
+    # ---- skipping unchanged work -------------------------------------------------------------------
+
+    def _cache_enabled(self, context: Context) -> bool:
+        conf = (getattr(context.get("dag_run"), "conf", None) or {}).get("mlops") or {}
+        if conf.get("cache") is False:
+            self.log.info("Cache off for this DAG run (conf mlops.cache = false): training")
+            return False
+        return self.cache
+
+    def _cache_key(self, ingested: Mapping[str, Any]) -> str | None:
+        if not self.cache_config_sha256 or not ingested.get("data_sha256"):
+            return None
+        import hashlib
+
+        from mlops_provider.storage import workspace
+        from mlops_provider.tracking import cache
+
+        entrypoint_sha = None
+        if self.entrypoint:
+            path = workspace.project_path(self.entrypoint.partition(":")[0], what="train entrypoint")
+            entrypoint_sha = hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else None
+        return cache.cache_key(
+            config_sha256=self.cache_config_sha256, data_sha256=str(ingested["data_sha256"]),
+            entrypoint_sha256=entrypoint_sha, libraries=cache.library_versions(self.estimator),
+        )
+
+    def _reuse(self, key: str, run_id: str) -> dict[str, Any] | None:
+        from mlops_provider.tracking import cache
+
+        experiment_id = self.hook.get_or_create_experiment(self.experiment)
+        with self.hook.activate():
+            hit = cache.find_cached(self.hook.client, experiment_id, key=key, exclude_run=run_id)
+        if hit is None:
+            return None
+        cache.record(self.hook.client, run_id, key=key, result=None, hit=hit)
+        self.log.info(
+            "Cached: reusing %s from MLflow run %s (same data, spec sections, code and library versions); "
+            "not training again. Evaluate still compares it with the champion.",
+            hit.result.get("model_uri"), hit.source_run_id,
+        )
+        source = hit.source_run_id
+        return {**hit.result, "mlflow_run_id": run_id, "cached": True, "cache_source_run_id": source}
 
     def _train_locally(self, ingested: Mapping[str, Any], run_id: str) -> dict[str, Any]:
         from mlops_provider.stages.train import train

@@ -38,6 +38,15 @@ def stage(name: str) -> Callable[[StageBuilder], StageBuilder]:
     return register
 
 
+def _sections_sha256(spec: PipelineSpec, sections: Sequence[str]) -> str:
+    """A content hash of the given top-level sections (as validated, defaults included)."""
+    import hashlib
+    import json
+
+    data = spec.model_dump(mode="json", include=set(sections))
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
+
+
 def retrains(spec: PipelineSpec) -> bool:
     return spec.monitor is not None and spec.monitor.retrain
 
@@ -106,6 +115,8 @@ def _train(spec: PipelineSpec, common: dict[str, Any]) -> TaskPlan:
             "transform": spec.transform.model_dump(mode="json") if spec.transform is not None else None,
             "seed": spec.ingest.split.seed,
             "runner": train.runner.model_dump(exclude_none=True),
+            "cache": train.cache,
+            "cache_config_sha256": _sections_sha256(spec, ("ingest", "transform", "train")),
         },
         doc=f"Train `{train.estimator or train.entrypoint}` ({train.runner.type} runner)"
         + (", inside one scikit-learn Pipeline with the spec's transform." if spec.transform else "."),

@@ -288,6 +288,10 @@ class Train(Section):
     entrypoint: str | None = Field(None, description="file.py:function(X_train, y_train, params) -> model")
     params: dict[str, Any] = {}
     runner: Annotated[LocalRunner | DockerRunner, Field(discriminator="type")] = LocalRunner()
+    cache: bool = Field(
+        True, description="reuse the model of an earlier run with the same data, ingest/transform/train "
+        "sections, entrypoint file and ML library versions instead of training again"
+    )
 
     @field_validator("estimator")
     @classmethod

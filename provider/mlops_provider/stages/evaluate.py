@@ -64,6 +64,8 @@ class Verdict:
     test_rows: int = 0
     #: binary classification: the label the binary metrics are about (stated in the table)
     positive_class: Any = None
+    #: a cache hit: the MLflow run that trained the (reused) candidate
+    cached_from: str | None = None
 
     @property
     def passed(self) -> bool:
@@ -102,6 +104,7 @@ class Verdict:
             "champion_metrics": dict(self.champion_metrics),
             "test_rows": self.test_rows,
             "positive_class": self.positive_class,
+            "cached_from": self.cached_from,
         }
 
     def table(self) -> str:
@@ -133,6 +136,8 @@ class Verdict:
         head = f"Evaluation of {self.model_name} on {self.test_rows} held-out rows"
         if self.positive_class is not None:
             head += f" (positive class: {self.positive_class!r})"
+        if self.cached_from:
+            head += f"; the candidate is cached (trained by MLflow run {self.cached_from})"
         tail = f"Verdict: {self.status.upper()} - {self.reason}"
         return "\n".join([head, *lines, tail])
 

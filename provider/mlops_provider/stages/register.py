@@ -38,12 +38,23 @@ def _model_id(model_uri: str) -> str | None:
 
 
 def find_version(client: MlflowClient, name: str, *, run_id: str, model_uri: str) -> ModelVersion | None:
-    """The version already made from this run's model, if any (the retry case)."""
+    """The version already made from this model, if any: the retry case (same run), and a model reused
+    from an earlier run (a cache hit: the same logged model, registered by that run)."""
     model_id = _model_id(model_uri)
+
+    def same_model(version: ModelVersion) -> bool:
+        same_id = model_id is not None and getattr(version, "model_id", None) == model_id
+        return bool(version.source == model_uri or same_id)
+
     versions = client.search_model_versions(f"name = '{_quote(name)}' and run_id = '{_quote(run_id)}'")
     for version in sorted(versions, key=lambda v: int(v.version)):
-        same_model = model_id is not None and getattr(version, "model_id", None) == model_id
-        if version.source == model_uri or same_model:
+        if same_model(version):
+            return version
+    if model_id is None:
+        return None
+    every = client.search_model_versions(f"name = '{_quote(name)}'")
+    for version in sorted(every, key=lambda v: int(v.version)):
+        if same_model(version):
             return version
     return None
 

@@ -20,6 +20,9 @@ the data, and back:
     mlops.failed_task, mlops.failure      on a FAILED run: the task that failed for good, its error
     mlops.approval, mlops.approval_by, mlops.approval_reason   with deploy.approval
     mlops.<alias>_version, mlops.previous_<alias>_version     what deploy moved the alias to, and from
+    mlops.cache.key        what the model was made from (data, spec sections, code, library versions)
+    mlops.cache.hit, mlops.cache.source_run_id   a reused model, and the run that trained it
+    mlops.train.result     what train produced (model URI, class, params), for a later cache hit
 
 **Batch and monitoring runs** carry ``mlops.run_type`` (``batch`` | ``monitor``), the model they used
 (``mlops.model_name``, ``mlops.model_version``, ``mlops.model_alias``) and their data
@@ -67,6 +70,12 @@ FAILURE = "mlops.failure"
 APPROVAL = "mlops.approval"
 APPROVAL_BY = "mlops.approval_by"
 APPROVAL_REASON = "mlops.approval_reason"
+
+# skipping unchanged training (tracking/cache.py)
+CACHE_KEY = "mlops.cache.key"
+CACHE_HIT = "mlops.cache.hit"
+CACHE_SOURCE_RUN = "mlops.cache.source_run_id"
+TRAIN_RESULT = "mlops.train.result"
 
 # batch and monitoring runs
 RUN_TYPE = "mlops.run_type"
