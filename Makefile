@@ -75,3 +75,10 @@ lock:
 	} > $(LOCK).tmp; \
 	mv $(LOCK).tmp $(LOCK); \
 	echo "lock: wrote $(LOCK) ($$(grep -c '==' $(LOCK)) pins)"
+
+# Every supported Airflow x Python combination (.ci/compat/matrix.txt) installed for real in its own venv under
+# /tmp/mlops-compat and checked: lint, a real dag-processor parse, a parse importing nothing heavy, the
+# approval operator, `mlops run` of the demo (README "Supported versions"). One line: COMPAT_ONLY=3.2.2.
+.PHONY: compat
+compat:
+	bash .ci/compat/matrix.sh

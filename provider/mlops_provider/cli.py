@@ -223,6 +223,9 @@ def show(
             after = f"  ← {', '.join(task.upstream)}" if task.upstream else ""
             emits = dag.outlets.get(task.task_id, ())
             line = f"[green]{escape(task.task_id)}[/green]  {escape(task.operator.rsplit('.', 1)[-1])}{after}"
+            if task.expand:
+                shards = max(len(v) for v in task.expand.values())
+                line += f"  [magenta]x{shards} mapped[/magenta] over {escape(', '.join(task.expand))}"
             if emits:
                 line += f"  → emits {escape(', '.join(emits))}"
             leaf = tasks.add(line)

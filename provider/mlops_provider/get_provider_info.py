@@ -39,6 +39,7 @@ def get_provider_info() -> dict[str, Any]:
                     "mlops_provider.operators.serve",
                     "mlops_provider.operators.approval",
                     "mlops_provider.operators.alerts",
+                    "mlops_provider.operators.tune",
                 ],
             }
         ],

@@ -164,3 +164,19 @@ def final_estimator(model: Any) -> Any:
     """The estimator inside a logged Pipeline (the model itself otherwise)."""
     steps: Sequence[Any] | None = getattr(model, "steps", None)
     return steps[-1][1] if steps else model
+
+
+def prepare_features(x_train: pd.DataFrame, transform: Mapping[str, Any] | None) -> tuple[
+    pd.DataFrame, FeatureColumns | None
+]:
+    """The raw feature columns the model takes, and (with ``transform``) which are numeric/categorical.
+    Without ``transform`` every feature must be numeric: fails at once otherwise, naming the columns."""
+    if transform is None:
+        require_numeric(x_train)
+        return x_train, None
+    columns = feature_columns(x_train, transform)
+    frame = x_train[columns.features]
+    strings = [c for c in columns.categorical if str(frame[c].dtype) in ("string", "category")]
+    if strings:  # scikit-learn's imputers want objects with NaN, which scoring inputs arrive as too
+        frame = frame.astype(dict.fromkeys(strings, object))
+    return frame, columns

@@ -38,7 +38,7 @@ def test_multiclass_metrics_are_macro_averages_over_the_three_classes() -> None:
     import numpy as np
     from sklearn.linear_model import LogisticRegression
 
-    from mlops_provider.stages.evaluate import score
+    from mlops_provider.metrics import score
 
     train, test = _wine_split()
     x_train, y_train = train.drop(columns="target"), train["target"]
@@ -70,7 +70,7 @@ def test_binary_metrics_take_the_larger_label_as_positive_even_for_strings() -> 
     from sklearn.datasets import load_breast_cancer
     from sklearn.tree import DecisionTreeClassifier
 
-    from mlops_provider.stages.evaluate import score
+    from mlops_provider.metrics import score
 
     frame = load_breast_cancer(as_frame=True).frame
     labels = frame["target"].map({0: "malignant", 1: "benign"})  # "malignant" sorts last: the positive class
@@ -88,7 +88,7 @@ def test_regression_metrics() -> None:
     from sklearn.datasets import load_diabetes
     from sklearn.dummy import DummyRegressor
 
-    from mlops_provider.stages.evaluate import score
+    from mlops_provider.metrics import score
 
     x, y = load_diabetes(return_X_y=True, as_frame=True)
     got = score(DummyRegressor().fit(x, y), x, y, task="regression", metrics=["rmse", "mae", "r2", "mape"])

@@ -90,9 +90,9 @@ def test_estimator_is_logged_with_signature_example_and_params(airflow_home, pro
 def test_disallowed_estimator_fails_at_once_and_ends_run_failed(airflow_home, project: Path) -> None:
     from mlflow import MlflowClient
 
+    from mlops_provider.estimators import estimator_class
     from mlops_provider.exceptions import NotAllowedError
     from mlops_provider.hooks.mlflow import embedded_tracking_uri
-    from mlops_provider.stages.train import estimator_class
 
     with pytest.raises(NotAllowedError, match=r"'subprocess\.Popen' is not allowed.*\(sklearn, xgboost"):
         estimator_class("subprocess.Popen")

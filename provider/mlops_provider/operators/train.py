@@ -32,6 +32,9 @@ class TrainModelOperator(MLflowStageOperator):
         training again; a DAG run with conf ``{"mlops": {"cache": false}}`` trains regardless.
     :param cache_config_sha256: the hash of the spec sections that decide the model (``ingest``,
         ``transform``, ``train``); without it nothing is cached.
+    :param tune_task_id: with ``train.tune``: the search's (mapped) task; the model is fitted on the
+        whole training split with the best trial's parameters (plus ``hyperparams``), recorded on the run.
+    :param tune_metric: the metric the search optimised.
     :param ingest_task_id: task whose result names the train split.
     """
 
@@ -50,6 +53,8 @@ class TrainModelOperator(MLflowStageOperator):
         runner: Mapping[str, Any] | None = None,
         cache: bool = True,
         cache_config_sha256: str | None = None,
+        tune_task_id: str | None = None,
+        tune_metric: str | None = None,
         ingest_task_id: str = "ingest",
         **kwargs: Any,
     ) -> None:
@@ -66,6 +71,8 @@ class TrainModelOperator(MLflowStageOperator):
         self.runner = dict(runner or {"type": "local"})
         self.cache = cache
         self.cache_config_sha256 = cache_config_sha256
+        self.tune_task_id = tune_task_id
+        self.tune_metric = tune_metric
         self.ingest_task_id = ingest_task_id
 
     def execute(self, context: Context) -> dict[str, Any]:
@@ -90,7 +97,10 @@ class TrainModelOperator(MLflowStageOperator):
             reused = self._reuse(key, run_id)
             if reused is not None:
                 return reused
+        search = self._best_of_search(run_id) if self.tune_task_id else None
         result = runners[runner_type](ingested, run_id)  # NotAllowedError: no retries (the base class)
+        if search is not None:
+            result["tune"] = search
         self.log.info("Trained %s on %d rows; model %s", result["model_class"], result["train_rows"],
                       result["model_uri"])
         if key is not None:
@@ -98,6 +108,23 @@ class TrainModelOperator(MLflowStageOperator):
 
             cache.record(self.hook.client, run_id, key=key, result=result, hit=None)
         return {**result, "cached": False}
+
+    def _best_of_search(self, run_id: str) -> dict[str, Any]:
+        """The best trial of this DAG run's search; its parameters join ``hyperparams`` for the fit."""
+        from mlops_provider.exceptions import StageError
+        from mlops_provider.stages import tune
+
+        metric = self.tune_metric or "accuracy"
+        experiment_id = self.hook.get_or_create_experiment(self.experiment)
+        best = tune.best_trial(self.hook.client, experiment_id, run_id, task=self.ml_task, metric=metric)
+        if best is None:
+            raise StageError("the hyperparameter search finished no trial: nothing to train with")
+        trials = len(tune.finished_trials(self.hook.client, experiment_id, run_id, metric))
+        tune.record_best(self.hook.client, run_id, best, trials=trials, metric=metric)
+        self.log.info("%s", tune.summary(best, trials, metric))
+        self.hyperparams = {**self.hyperparams, **best.params}
+        return {"trials": trials, "best_trial": best.number, "best_value": best.value, "metric": metric,
+                "best_params": best.params, "best_run_id": best.run_id}
 
     # ---- skipping unchanged work -------------------------------------------------------------------
 
@@ -109,28 +136,12 @@ class TrainModelOperator(MLflowStageOperator):
         return self.cache
 
     def _cache_key(self, ingested: Mapping[str, Any]) -> str | None:
-        if not self.cache_config_sha256 or not ingested.get("data_sha256"):
-            return None
-        import hashlib
-
-        from mlops_provider.storage import workspace
-        from mlops_provider.tracking import cache
-
-        entrypoint_sha = None
-        if self.entrypoint:
-            path = workspace.project_path(self.entrypoint.partition(":")[0], what="train entrypoint")
-            entrypoint_sha = hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else None
-        return cache.cache_key(
-            config_sha256=self.cache_config_sha256, data_sha256=str(ingested["data_sha256"]),
-            entrypoint_sha256=entrypoint_sha, libraries=cache.library_versions(self.estimator),
-        )
+        return training_cache_key(self, ingested, entrypoint=self.entrypoint)
 
     def _reuse(self, key: str, run_id: str) -> dict[str, Any] | None:
         from mlops_provider.tracking import cache
 
-        experiment_id = self.hook.get_or_create_experiment(self.experiment)
-        with self.hook.activate():
-            hit = cache.find_cached(self.hook.client, experiment_id, key=key, exclude_run=run_id)
+        hit = cached_model(self, key, run_id)
         if hit is None:
             return None
         cache.record(self.hook.client, run_id, key=key, result=None, hit=hit)
@@ -171,3 +182,31 @@ class TrainModelOperator(MLflowStageOperator):
         docker = getattr(self, "_docker", None)
         if docker is not None:
             docker.kill()
+
+
+def training_cache_key(task: Any, ingested: Mapping[str, Any], *, entrypoint: str | None) -> str | None:
+    """The cache key of a train (or tune) task's model (:mod:`mlops_provider.tracking.cache`)."""
+    if not task.cache_config_sha256 or not ingested.get("data_sha256"):
+        return None
+    import hashlib
+
+    from mlops_provider.storage import workspace
+    from mlops_provider.tracking import cache
+
+    entrypoint_sha = None
+    if entrypoint:
+        path = workspace.project_path(entrypoint.partition(":")[0], what="train entrypoint")
+        entrypoint_sha = hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else None
+    return cache.cache_key(
+        config_sha256=task.cache_config_sha256, data_sha256=str(ingested["data_sha256"]),
+        entrypoint_sha256=entrypoint_sha, libraries=cache.library_versions(task.estimator),
+    )
+
+
+def cached_model(task: MLflowStageOperator, key: str, run_id: str) -> Any:
+    """The earlier finished run's model with this key, or None (see ``tracking.cache.find_cached``)."""
+    from mlops_provider.tracking import cache
+
+    experiment_id = task.hook.get_or_create_experiment(task.experiment)
+    with task.hook.activate():
+        return cache.find_cached(task.hook.client, experiment_id, key=key, exclude_run=run_id)

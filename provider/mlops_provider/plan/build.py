@@ -21,8 +21,8 @@ from mlops_provider.spec.schema import PipelineSpec
 from mlops_provider.spec.secrets import redact
 
 OPERATORS = "mlops_provider.operators"
-#: the training DAG's stages, in order (``approve`` only with ``deploy.approval``)
-TRAINING_STAGES = ("ingest", "validate", "train", "evaluate", "register", "approve", "deploy")
+#: the training DAG's stages in order (``tune``: with ``train.tune``; ``approve``: with ``deploy.approval``)
+TRAINING_STAGES = ("ingest", "validate", "tune", "train", "evaluate", "register", "approve", "deploy")
 MONITOR_STAGES = ("monitor", "request_retrain", "notify_drift")
 SERVE_STAGES = ("served_version", "wait_for_alias", "sync_serving")
 
@@ -101,6 +101,33 @@ def _validate(spec: PipelineSpec, common: dict[str, Any]) -> TaskPlan:
     )
 
 
+@stage("tune")
+def _tune(spec: PipelineSpec, common: dict[str, Any]) -> TaskPlan | None:
+    train, tune = spec.train, spec.train.tune
+    if tune is None or train.estimator is None:
+        return None
+    return TaskPlan(
+        "tune",
+        f"{OPERATORS}.tune.TuneModelOperator",
+        {
+            **common,
+            "estimator": train.estimator,
+            "hyperparams": train.params,
+            "tune": {**tune.model_dump(mode="json", by_alias=True, exclude_none=True),
+                     "timeout": _seconds(tune.timeout)},
+            "metric": spec.tune_metric,
+            "transform": spec.transform.model_dump(mode="json") if spec.transform is not None else None,
+            "positive_class": spec.evaluate.positive_class,
+            "seed": spec.ingest.split.seed,
+            "cache": train.cache,
+            "cache_config_sha256": _sections_sha256(spec, ("ingest", "transform", "train")),
+        },
+        doc=f"Search {len(tune.space)} parameter(s) of `{train.estimator}`: {tune.trials} trials in "
+        f"{tune.parallel} mapped task(s), {tune.cv}-fold CV {spec.tune_metric} on the training split.",
+        expand={"shard": list(range(tune.parallel))},
+    )
+
+
 @stage("train")
 def _train(spec: PipelineSpec, common: dict[str, Any]) -> TaskPlan:
     train = spec.train
@@ -117,6 +144,9 @@ def _train(spec: PipelineSpec, common: dict[str, Any]) -> TaskPlan:
             "runner": train.runner.model_dump(exclude_none=True),
             "cache": train.cache,
             "cache_config_sha256": _sections_sha256(spec, ("ingest", "transform", "train")),
+            **({"tune_task_id": "tune", "tune_metric": spec.tune_metric,
+                # a cache hit skips the search; train still runs (and reuses the model)
+                "trigger_rule": "none_failed"} if train.tune is not None else {}),
         },
         doc=f"Train `{train.estimator or train.entrypoint}` ({train.runner.type} runner)"
         + (", inside one scikit-learn Pipeline with the spec's transform." if spec.transform else "."),

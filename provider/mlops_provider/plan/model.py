@@ -18,6 +18,8 @@ class TaskPlan:
     kwargs: dict[str, Any] = field(default_factory=dict)  # plain data only
     upstream: tuple[str, ...] = ()
     doc: str = ""
+    #: a mapped task: ``operator.partial(**kwargs).expand(**expand)`` (plain data)
+    expand: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)

@@ -69,7 +69,7 @@ def render_dag(plan: DagPlan) -> DAG:
         # half-way (a task's __init__ raised) must not be picked up by Airflow's auto-registration
         auto_register=False,
     ) as dag:
-        tasks = {}
+        tasks: dict[str, Any] = {}
         for task in plan.tasks:
             outlets = [_asset(uri) for uri in plan.outlets.get(task.task_id, ())]
             extra: dict[str, Any] = {"outlets": outlets} if outlets else {}
@@ -77,9 +77,14 @@ def render_dag(plan: DagPlan) -> DAG:
                 from mlops_provider.notifications.smtp import failure_notifiers
 
                 extra["on_failure_callback"] = failure_notifiers(plan.failure_alerts)
-            tasks[task.task_id] = _operator_class(task.operator)(
-                task_id=task.task_id, doc_md=task.doc or None, **task.kwargs, **extra
-            )
+            operator = _operator_class(task.operator)
+            if task.expand:
+                tasks[task.task_id] = operator.partial(
+                    task_id=task.task_id, doc_md=task.doc or None, **task.kwargs, **extra
+                ).expand(**task.expand)
+            else:
+                tasks[task.task_id] = operator(task_id=task.task_id, doc_md=task.doc or None, **task.kwargs,
+                                               **extra)
         for task in plan.tasks:
             for upstream in task.upstream:
                 tasks[upstream] >> tasks[task.task_id]

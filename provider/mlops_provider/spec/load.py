@@ -472,12 +472,58 @@ def _transform_issues(doc: Located, task: str) -> list[SpecIssue]:
                     ))
                 else:
                     seen[str(name)] = kind
+    issues.extend(_tune_issues(doc, task))
     evaluate = data.get("evaluate") if isinstance(data.get("evaluate"), dict) else {}
     if task == "regression" and evaluate.get("positive_class") is not None:
         issues.append(doc.issue(
             ("evaluate", "positive_class"), "positive_class only applies to classification",
             hint="remove it", code="bad-metric", prefer_key=True,
         ))
+    return issues
+
+
+def _tune_issues(doc: Located, task: str) -> list[SpecIssue]:
+    """train.tune: parallel <= trials, ranges ordered, log only on positive ranges, the metric among the
+    metrics, and an estimator (not an entrypoint) to tune."""
+    data = doc.data
+    train = data.get("train") if isinstance(data.get("train"), dict) else {}
+    tune = train.get("tune")
+    if not isinstance(tune, dict):
+        return []
+    issues: list[SpecIssue] = []
+    if train.get("entrypoint") is not None:
+        issues.append(doc.issue(("train", "tune"), "train.tune searches an estimator's parameters, not an "
+                                "entrypoint's", hint="use train.estimator", code="bad-tune", prefer_key=True))
+    trials, parallel = tune.get("trials", 20), tune.get("parallel", 1)
+    if isinstance(trials, int) and isinstance(parallel, int) and parallel > trials:
+        issues.append(doc.issue(("train", "tune", "parallel"),
+                                f"parallel ({parallel}) exceeds trials ({trials})",
+                                hint="at most one task per trial", code="bad-tune"))
+    evaluate = data.get("evaluate") if isinstance(data.get("evaluate"), dict) else {}
+    raw = evaluate.get("metrics")
+    metrics = ([m for m in raw if isinstance(m, str)] if isinstance(raw, list)
+               else DEFAULT_METRICS.get(task, []))
+    metric = tune.get("metric")
+    if metric is not None and metric not in metrics:
+        issues.append(doc.issue(("train", "tune", "metric"),
+                                f"tune metric {metric!r} is not among the metrics",
+                                hint=f"one of {', '.join(metrics)}", code="bad-metric"))
+    space = tune.get("space")
+    for name, param in (space.items() if isinstance(space, dict) else ()):
+        if not isinstance(param, dict):
+            continue
+        bounds = param.get("int", param.get("float"))
+        if isinstance(bounds, list) and len(bounds) == 2 and all(isinstance(b, (int, float)) for b in bounds):
+            low, high = bounds
+            kind = "int" if "int" in param else "float"
+            if low >= high:
+                issues.append(doc.issue(("train", "tune", "space", name, kind),
+                                        f"range [{low}, {high}] of {name!r} is not ordered (low < high)",
+                                        code="bad-tune"))
+            elif param.get("log") and low <= 0:
+                issues.append(doc.issue(("train", "tune", "space", name, "log"),
+                                        f"a log scale needs a positive range; {name!r} starts at {low}",
+                                        hint="start above 0, or drop log", code="bad-tune"))
     return issues
 
 

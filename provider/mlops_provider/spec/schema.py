@@ -20,8 +20,10 @@ from pydantic import (
     BaseModel,
     BeforeValidator,
     ConfigDict,
+    Discriminator,
     Field,
     PlainSerializer,
+    Tag,
     ValidationInfo,
     WithJsonSchema,
     field_validator,
@@ -283,6 +285,47 @@ class DockerRunner(Section):
     mounts: list[str] = Field([], description="source:/target[:ro|rw]; host sources inside the project root")
 
 
+class IntRange(Section):
+    int_: tuple[int, int] = Field(alias="int", description="[low, high], both included")
+    log: bool = Field(False, description="sample on a log scale (low must be > 0)")
+
+
+class FloatRange(Section):
+    float_: tuple[float, float] = Field(alias="float", description="[low, high]")
+    log: bool = Field(False, description="sample on a log scale (low must be > 0)")
+
+
+class Choice(Section):
+    choice: list[str | int | float | bool | None] = Field(min_length=1)
+
+
+def _search_kind(value: Any) -> str | None:
+    if isinstance(value, dict):
+        return next((kind for kind in ("int", "float", "choice") if kind in value), None)
+    return next((kind for kind in ("int", "float", "choice") if hasattr(value, kind + "_") or
+                 (kind == "choice" and hasattr(value, "choice"))), None)
+
+
+SearchParam = Annotated[
+    Annotated[IntRange, Tag("int")] | Annotated[FloatRange, Tag("float")] | Annotated[Choice, Tag("choice")],
+    Discriminator(_search_kind, custom_error_type="bad-tune",
+                  custom_error_message="a search parameter is {int: [low, high]}, {float: [low, high]} "
+                                       "or {choice: [a, b, ...]}"),
+]
+
+
+class Tune(Section):
+    """Hyperparameter search (Optuna), cross-validated on the training split, as parallel Airflow tasks."""
+
+    trials: int = Field(20, ge=1, le=10_000)
+    parallel: int = Field(1, ge=1, le=64, description="mapped tasks the trials spread over")
+    metric: str | None = Field(None, description="default: evaluate.champion.metric, else the first metric")
+    cv: int = Field(3, ge=2, le=20, description="folds of the training split (the test split is never used)")
+    timeout: Duration | None = Field(None, description="per search task; unfinished trials are not started")
+    seed: int | None = Field(None, description="default: ingest.split.seed")
+    space: dict[str, SearchParam] = Field(min_length=1, description="estimator parameter -> range or choice")
+
+
 class Train(Section):
     estimator: str | None = Field(None, description="dotted path of a scikit-learn-API estimator class")
     entrypoint: str | None = Field(None, description="file.py:function(X_train, y_train, params) -> model")
@@ -292,6 +335,7 @@ class Train(Section):
         True, description="reuse the model of an earlier run with the same data, ingest/transform/train "
         "sections, entrypoint file and ML library versions instead of training again"
     )
+    tune: Tune | None = None
 
     @field_validator("estimator")
     @classmethod
@@ -659,6 +703,13 @@ class PipelineSpec(Section):
         from mlops_provider.spec.kinds import DAG_KINDS
 
         return {kind.dag_id(self.name): kind.name for kind in DAG_KINDS if kind.present(self)}
+
+    @property
+    def tune_metric(self) -> str | None:
+        tune = self.train.tune
+        if tune is None:
+            return None
+        return tune.metric or (self.champion_metric if self.evaluate.champion.enabled else self.metrics[0])
 
     @property
     def stratify(self) -> bool:

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mlops_provider.exceptions import LineageMissingError, StageError
-from mlops_provider.labels import positive_label
+from mlops_provider.metrics import positive_label
 from mlops_provider.storage import workspace
 from mlops_provider.storage.tables import TableColumns
 from mlops_provider.tracking import tags as T

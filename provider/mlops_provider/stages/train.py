@@ -26,7 +26,6 @@ import contextlib
 import hashlib
 import importlib
 import importlib.util
-import inspect
 import json
 import random
 import sys
@@ -34,8 +33,9 @@ import warnings
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from mlops_provider import config
-from mlops_provider.exceptions import NotAllowedError, StageError
+from mlops_provider.estimators import build_estimator
+from mlops_provider.exceptions import StageError
+from mlops_provider.preprocessing import prepare_features
 from mlops_provider.storage import workspace
 
 if TYPE_CHECKING:
@@ -56,27 +56,6 @@ def load_split(
         raise StageError(f"target column {target!r} is not in {uri}")
     columns = list(features) if features is not None else [c for c in frame.columns if c != target]
     return frame[columns], frame[target]
-
-
-def estimator_class(dotted_path: str, allowed: tuple[str, ...] | None = None) -> type:
-    """Import an estimator class; its module must be in the allow-list (checked again here, at run time)."""
-    allowed = config.allowed_modules() if allowed is None else allowed
-    if not config.module_allowed(dotted_path, allowed):
-        raise NotAllowedError(
-            f"estimator {dotted_path!r} is not allowed: its module is not in [mlops] allowed_modules "
-            f"({', '.join(allowed)})"
-        )
-    module_name, _, class_name = dotted_path.rpartition(".")
-    if not module_name:
-        raise StageError(f"{dotted_path!r} is not a dotted path like sklearn.linear_model.Ridge")
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise StageError(f"cannot import {module_name!r} for estimator {dotted_path!r}: {exc}") from exc
-    cls = getattr(module, class_name, None)
-    if not isinstance(cls, type):
-        raise StageError(f"{module_name!r} has no class {class_name!r}")
-    return cls
 
 
 def entrypoint_function(entrypoint: str) -> Callable[..., Any]:
@@ -115,40 +94,6 @@ def seed_everything(seed: int | None) -> None:
 
     random.seed(seed)
     np.random.seed(seed)
-
-
-def prepare_features(x_train: pd.DataFrame, transform: Mapping[str, Any] | None) -> tuple[
-    pd.DataFrame, FeatureColumns | None
-]:
-    """The raw feature columns the model takes, and (with ``transform``) which are numeric/categorical.
-    Without ``transform`` every feature must be numeric: fails at once otherwise, naming the columns."""
-    from mlops_provider import preprocessing
-
-    if transform is None:
-        preprocessing.require_numeric(x_train)
-        return x_train, None
-    columns = preprocessing.feature_columns(x_train, transform)
-    frame = x_train[columns.features]
-    strings = [c for c in columns.categorical if str(frame[c].dtype) in ("string", "category")]
-    if strings:  # scikit-learn's imputers want objects with NaN, which scoring inputs arrive as too
-        frame = frame.astype(dict.fromkeys(strings, object))
-    return frame, columns
-
-
-def build_estimator(
-    estimator: str, params: Mapping[str, Any], seed: int | None
-) -> tuple[Any, dict[str, Any]]:
-    """The estimator ``estimator(**params)`` (``random_state`` from ``seed`` when it takes one)."""
-    params = dict(params)
-    cls = estimator_class(estimator)
-    accepted = inspect.signature(cls).parameters
-    if seed is not None and "random_state" in accepted and "random_state" not in params:
-        params["random_state"] = seed
-    try:
-        return cls(**params), params
-    except TypeError as exc:
-        args = ", ".join(f"{k}={v!r}" for k, v in params.items())
-        raise StageError(f"{estimator}({args}): {exc}") from exc
 
 
 def fit(

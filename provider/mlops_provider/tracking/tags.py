@@ -23,6 +23,9 @@ the data, and back:
     mlops.cache.key        what the model was made from (data, spec sections, code, library versions)
     mlops.cache.hit, mlops.cache.source_run_id   a reused model, and the run that trained it
     mlops.train.result     what train produced (model URI, class, params), for a later cache hit
+    mlops.tune.best        with train.tune: the best trial (its number, CV value, parameters, run);
+                           each trial is a child run (mlops.tune.trial, mlops.tune.shard, mlops.tune.params,
+                           metric cv_<metric>, duration_seconds)
 
 **Batch and monitoring runs** carry ``mlops.run_type`` (``batch`` | ``monitor``), the model they used
 (``mlops.model_name``, ``mlops.model_version``, ``mlops.model_alias``) and their data
@@ -76,6 +79,13 @@ CACHE_KEY = "mlops.cache.key"
 CACHE_HIT = "mlops.cache.hit"
 CACHE_SOURCE_RUN = "mlops.cache.source_run_id"
 TRAIN_RESULT = "mlops.train.result"
+
+# hyperparameter search (stages/tune.py): each trial is a child run of the pipeline run
+PARENT_RUN = "mlflow.parentRunId"  # MLflow's own: nests the trial under the pipeline run in the UI
+TUNE_TRIAL = "mlops.tune.trial"  # the trial's number in the search
+TUNE_SHARD = "mlops.tune.shard"  # which mapped task ran it
+TUNE_PARAMS = "mlops.tune.params"  # the sampled parameters, as JSON (MLflow params are strings)
+TUNE_BEST = "mlops.tune.best"  # on the pipeline run: the best trial (JSON: number, value, params, run)
 
 # batch and monitoring runs
 RUN_TYPE = "mlops.run_type"
