@@ -15,7 +15,7 @@ def get_provider_info() -> dict[str, Any]:
         "package-name": "airflow-provider-mlops",
         "name": "MLOps",
         "description": "YAML-specified ML pipelines (ingest, validate, train, evaluate, register, deploy, "
-        "monitor) with MLflow as tracking and registry backend.",
+        "monitor) with MLflow as tracking and registry backend. Tested on Airflow 3.1-3.3, Python 3.10-3.13.",
         "versions": [__version__],
         "integrations": [
             {
