@@ -70,6 +70,34 @@ def later(seconds: float, action: Callable[[], None]) -> threading.Thread:
     return thread
 
 
+def once_running(dag_id: str, task_id: str, action: Callable[[], None], *, settle: float = 1.0,
+                 limit: float = 120) -> threading.Thread:
+    """Run ``action`` in another thread once the task is running and has had ``settle`` seconds to make its
+    first checks: waits for the condition, not for a guessed time (dag.test's start-up varies by seconds)."""
+    from airflow.models.taskinstance import TaskInstance
+    from airflow.utils.session import create_session
+    from sqlalchemy.exc import OperationalError
+
+    def run() -> None:
+        deadline = time.monotonic() + limit
+        while time.monotonic() < deadline:
+            try:
+                with create_session() as session:
+                    states = [str(getattr(ti.state, "value", ti.state)) for ti in
+                              session.query(TaskInstance).filter_by(dag_id=dag_id, task_id=task_id)]
+            except OperationalError:  # SQLite busy while the task writes
+                states = []
+            if "running" in states:
+                time.sleep(settle)
+                action()
+                return
+            time.sleep(0.1)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread
+
+
 def first_event(trigger: Any, limit: float = 60) -> tuple[dict[str, Any], float]:
     """Drive ``trigger.run()`` like the triggerer: its first event's payload, and how long it took."""
 
@@ -292,7 +320,8 @@ def test_poke_mode_sensor_fires_on_the_embedded_store(airflow_home, project: Pat
             poke_interval=0.3,
             timeout=120,
         )
-    mover = later(3.0, lambda: client.set_registered_model_alias(name, "champion", "3"))
+    # the sensor captures the version it starts from (v2) on its first poke; only then does the alias move
+    mover = once_running(dag_id, "wait", lambda: client.set_registered_model_alias(name, "champion", "3"))
     run = airflow_home.dag_test(dag)
     mover.join()
 

@@ -38,7 +38,7 @@ def test_a_hook_on_a_dead_server_constructs_and_fails_only_when_used(root, monke
     started = time.monotonic()
     hook = MLflowHook(mlflow_conn_id="mlflow_down")
     assert hook.tracking_uri == uri and hook.is_embedded is False
-    assert time.monotonic() - started < 5
+    assert time.monotonic() - started < 20  # resolving the URI contacts nothing (a connect would hang)
     with pytest.raises(ServiceUnavailableError, match=f"MLflow tracking server at {uri} is unreachable"):
         hook.client.search_experiments()
     assert time.monotonic() - started < 60  # one probe, not MLflow's minutes of HTTP retries
