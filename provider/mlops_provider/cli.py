@@ -6,6 +6,7 @@
     mlops show dags/pipelines/x.yaml     # the DAGs, tasks, dependencies and schedules a spec produces
     mlops run dags/pipelines/x.yaml      # one run of a DAG of the spec, in-process (dag.test)
     mlops history / mlops rollback SPEC  # the moves of the spec's alias, and undoing one
+    mlops doctor                         # can this Airflow's settings keep a DAG run's state in one place?
 
 Exit status: 0 done, 1 the command's check failed (lint found issues, the run failed, a rollback was
 refused), 2 the spec given is invalid (the issues go to stderr), 3 ``run``: the candidate was rejected.
@@ -305,3 +306,34 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+
+
+# --------------------------------------------------------------------------------------------------
+# mlops doctor
+# --------------------------------------------------------------------------------------------------
+@app.command()
+def doctor(
+    mlflow_conn_id: Annotated[str | None, typer.Option("--mlflow-conn-id", help="The connection the specs "
+                                                        "use (default: mlflow_default).")] = None,
+) -> None:
+    """Check the current configuration the way the first task of a DAG run does: under an executor that may
+    run tasks on other machines, the local MLflow store and workspace are refused. Exit 1 if they would be."""
+    from mlops_provider import deployment
+    from mlops_provider.hooks.mlflow import MLflowHook
+
+    names = deployment.executors()
+    remote = deployment.distributed(names)
+    hook = MLflowHook(mlflow_conn_id=mlflow_conn_id)
+    typer.echo(f"executor: {', '.join(names)}" + (" (tasks may run on other machines)" if remote else
+                                                   " (every task on this machine)"))
+    typer.echo(f"MLflow:   {hook.tracking_uri}  ({hook.tracking_uri_source})")
+    from mlops_provider.storage.workspace import workspace_root
+
+    typer.echo(f"workspace: {workspace_root()}")
+    problems = deployment.findings(tracking_uri=hook.tracking_uri, tracking_from=hook.tracking_uri_source)
+    if not remote or not problems:
+        typer.echo("OK: a DAG run's tasks share one MLflow and one workspace")
+        return
+    for problem in problems:
+        typer.echo(f"REFUSED {problem.setting}: {problem.problem}\n        fix: {problem.fix}", err=True)
+    raise typer.Exit(1)

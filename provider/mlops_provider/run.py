@@ -93,11 +93,17 @@ def run_dag(dag: DAG, *, mlflow_conn_id: str | None = None, logical_date: Any = 
 
     started = time.perf_counter()
     store_dag(dag)
-    with recording_failures() as errors, task_logs_in_airflow():
-        kwargs: dict[str, Any] = {"run_conf": conf} if conf else {}
-        if logical_date is not None:
-            kwargs["logical_date"] = logical_date
-        dag_run = dag.test(**kwargs)
+    from mlops_provider.deployment import IN_PROCESS_ENV
+
+    os.environ[IN_PROCESS_ENV] = "1"  # every task runs here: the local defaults cannot split
+    try:
+        with recording_failures() as errors, task_logs_in_airflow():
+            kwargs: dict[str, Any] = {"run_conf": conf} if conf else {}
+            if logical_date is not None:
+                kwargs["logical_date"] = logical_date
+            dag_run = dag.test(**kwargs)
+    finally:
+        os.environ.pop(IN_PROCESS_ENV, None)
     seconds = time.perf_counter() - started
     tasks = [
         TaskOutcome(

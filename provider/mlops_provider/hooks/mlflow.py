@@ -158,6 +158,15 @@ class MLflowHook(BaseHook):
             return env
         return embedded_tracking_uri()
 
+    @property
+    def tracking_uri_source(self) -> str:
+        """Where :attr:`tracking_uri` came from, for messages."""
+        if self.connection is not None:
+            return f"the Airflow connection {self.connection.conn_id!r}"
+        if os.environ.get("MLFLOW_TRACKING_URI"):
+            return "MLFLOW_TRACKING_URI"
+        return "the embedded store: no mlflow_default connection"
+
     @cached_property
     def registry_uri(self) -> str:
         return self._extras.get("registry_uri") or os.environ.get("MLFLOW_REGISTRY_URI") or self.tracking_uri
@@ -173,6 +182,11 @@ class MLflowHook(BaseHook):
         if self.tracking_uri.startswith("sqlite:///"):
             return (self._sqlite_path.parent / "artifacts").as_uri()
         return None
+
+    @property
+    def store_exists(self) -> bool:
+        """False only for an embedded SQLite store that was never created (a server: assumed to exist)."""
+        return not self.tracking_uri.startswith("sqlite:///") or self._sqlite_path.exists()
 
     @property
     def _sqlite_path(self) -> Path:

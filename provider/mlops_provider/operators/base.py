@@ -66,11 +66,14 @@ def mark_pipeline_run_failed(context: Context) -> None:
     from mlops_provider.tracking import runs
 
     task = context["task"]
-    if not isinstance(task, MLflowStageOperator):
-        return
+    if not isinstance(task, MLflowStageOperator) or not task.hook.store_exists:
+        return  # nothing was ever logged (e.g. the deployment check refused the defaults): create nothing
     ti = context["ti"]
-    experiment_id = task.hook.get_or_create_experiment(task.experiment)
-    run_id = runs.find_pipeline_run(task.hook.client, experiment_id, dag_id=ti.dag_id, run_id=ti.run_id)
+    experiment = task.hook.client.get_experiment_by_name(task.experiment)
+    if experiment is None:
+        return
+    run_id = runs.find_pipeline_run(task.hook.client, str(experiment.experiment_id), dag_id=ti.dag_id,
+                                    run_id=ti.run_id)
     if run_id is not None:
         error = context.get("exception")
         failure = str(redact(runs.failure_line(error))) if error is not None else None
@@ -135,9 +138,14 @@ class MLflowStageOperator(FailFast, BaseOperator):
         )
 
     def pipeline_run_id(self, context: Context) -> str:
-        """Get or create the MLflow run of this DAG run, and link the task to it."""
+        """Get or create the MLflow run of this DAG run, and link the task to it.
+
+        First, before anything is written: under an executor that may run tasks on other machines, the
+        local defaults are refused (:mod:`mlops_provider.deployment`)."""
+        from mlops_provider import deployment
         from mlops_provider.tracking.runs import start_pipeline_run
 
+        deployment.check(tracking_uri=self.hook.tracking_uri, tracking_from=self.hook.tracking_uri_source)
         experiment_id = self.hook.get_or_create_experiment(self.experiment)
         run_id = start_pipeline_run(self.hook.client, experiment_id, lineage=self.lineage_tags(context))
         MLflowRunLink.persist(
