@@ -18,6 +18,7 @@ pytest_plugins = (
     "tests.fixtures.docker",
     "tests.fixtures.hooks",
     "tests.fixtures.dag_processor",
+    "tests.fixtures.celery",
 )
 
 pytest.register_assert_rewrite(*pytest_plugins)
