@@ -15,6 +15,8 @@ failure, so a bad dataset or a failed gate fails at once and a server that is do
         ├── ServiceUnavailableError   MLflow / S3 / Docker could not be reached      (retryable)
         ├── DataValidationError       the dataset failed its expectations
         ├── GateFailedError           the candidate model failed a threshold or the champion check
+        ├── ChampionChangedError      the alias moved after evaluate compared against its holder: the
+        │                             comparison is stale, deploy refuses (re-run evaluate)
         ├── NoAliasHolderError        no version of the registered model holds the alias (yet)
         ├── LineageMissingError       a model version's run does not record what a stage needs
         ├── DeploymentCheckError      a serving target failed to start or its health check; the alias
@@ -27,6 +29,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 __all__ = [
+    "ChampionChangedError",
     "DataValidationError",
     "DeploymentCheckError",
     "GateFailedError",
@@ -136,6 +139,10 @@ class DataValidationError(StageError):
 
 class GateFailedError(StageError):
     """The candidate model failed an evaluation gate; promotion is refused."""
+
+
+class ChampionChangedError(StageError):
+    """Deploy's compare-and-swap failed: the alias no longer points at the version evaluate compared with."""
 
 
 class NoAliasHolderError(StageError):

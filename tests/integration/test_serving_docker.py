@@ -138,6 +138,7 @@ def test_deploy_health_checks_then_swaps_and_a_failed_check_changes_nothing(
     airflow_home: Any, docker_engine: Any, project: Path, target: dict[str, Any]
 ) -> None:
     from mlops_provider.run import run_dag
+    from mlops_provider.stages.deploy import history
 
     name, port = target["name"], target["port"]
     model, experiment, dag_id = unique("bc"), unique("exp"), unique("serve")
@@ -174,8 +175,9 @@ def test_deploy_health_checks_then_swaps_and_a_failed_check_changes_nothing(
     with fluent_uris(client.tracking_uri):
         own_v2 = mlflow.pyfunc.load_model(f"models:/{model}/2").predict(_frame(rows)).tolist()
     assert _predict(f"http://127.0.0.1:{port + 1}", rows) == own_v2
-    moves = json.loads(client.get_registered_model(model).tags["mlops.champion.move.000002"])
-    assert moves["serving"] == [f"docker:{name}"]
+    moves = history(client, model_name=model)
+    assert [m["version"] for m in moves] == ["1", "2"]
+    assert moves[-1]["serving"] == [f"docker:{name}"]
 
     # a target that cannot serve (the image's own python3 has no mlflow): the alias and v2 stay
     broken = {**target, "python": "/usr/bin/python3", "environment": {}}
@@ -189,7 +191,7 @@ def test_deploy_health_checks_then_swaps_and_a_failed_check_changes_nothing(
     assert [(c["name"], c["version"], c["state"]) for c in after] == [(f"{name}-v2", "2", "running")]
     assert _predict(f"http://127.0.0.1:{port + 1}", rows) == own_v2
     assert client.get_registered_model(model).tags[f"mlops.serving.docker:{name}.version"] == "2"
-    assert "mlops.champion.move.000003" not in client.get_registered_model(model).tags
+    assert [m["version"] for m in history(client, model_name=model)] == ["1", "2"]  # no move recorded
 
 
 def _feature_names() -> list[str]:

@@ -25,7 +25,9 @@ class PromoteModelOperator(MLflowStageOperator):
     """Move ``@alias`` (default ``champion``) to the version the register task created.
 
     Refuses (fails without retries) unless the evaluate task of the same DAG run recorded a passed
-    verdict — whatever the trigger rules of a hand-written DAG. The previous holder is recorded on the
+    verdict — whatever the trigger rules of a hand-written DAG — and unless ``@alias`` still points at the
+    version evaluate compared the candidate with (compare-and-swap: a person, a rollback or another run
+    that moved it in between makes deploy refuse, changing nothing). The previous holder is recorded on the
     new version (tag ``mlops.previous_<alias>``) before the alias moves, with an audit record (who,
     which DAG run, from, to, why) on the registered model and the pipeline run, so
     :func:`mlops_provider.stages.deploy.rollback` can undo it. Ends the pipeline's MLflow run FINISHED.
@@ -70,7 +72,7 @@ class PromoteModelOperator(MLflowStageOperator):
 
     def execute(self, context: Context) -> dict[str, Any]:
         from mlops_provider.serving.follow import follow
-        from mlops_provider.stages.deploy import promote, require_passed
+        from mlops_provider.stages.deploy import promote, require_passed, require_unchanged
 
         registered = self.upstream(context, self.register_task_id, "model_name", "version")
         verdict = context["ti"].xcom_pull(task_ids=self.evaluate_task_id)
@@ -110,6 +112,7 @@ class PromoteModelOperator(MLflowStageOperator):
         try:
             # refuse before any serving target is touched
             require_passed(verdict, alias=self.alias, version=version, evaluate_task_id=self.evaluate_task_id)
+            require_unchanged(self.hook.client, verdict, model_name=name, alias=self.alias, version=version)
             followed = follow(
                 self.hook,
                 model_name=name,

@@ -174,8 +174,25 @@ def claim_names(item: LoadedSpec, seen: dict[str, tuple[str, str]]) -> None:
         )
         item.spec = None
         return
+    # Two pipelines registering one model would race for its @champion, each comparing against a holder
+    # the other may move, and mix their lineage under one name (per MLflow connection: two servers may).
+    assert item.spec is not None
+    model_key = f"model:{item.spec.mlflow.conn_id or ''}:{item.spec.model_name}"
+    if model_key in seen:
+        other_name, other_path = seen[model_key]
+        doc = read_yaml(item.text, item.display_path)
+        path = ("mlflow", "model") if ("mlflow", "model") in doc.value_pos else ("name",)
+        item.issues.append(doc.issue(
+            path, f"registered model {item.spec.model_name!r} is already the model of pipeline "
+            f"{other_name!r} in {other_path}", code="duplicate-model",
+            hint="one registered model per pipeline: two pipelines promoting one model's @champion would "
+            "overwrite each other's comparisons; set mlflow.model to a name of its own",
+        ))  # fmt: skip
+        item.spec = None
+        return
     for dag_id in dag_ids:
         seen[dag_id] = (name, item.display_path)
+    seen[model_key] = (name, item.display_path)
 
 
 # --------------------------------------------------------------------------------------------------

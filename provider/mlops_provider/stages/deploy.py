@@ -6,8 +6,22 @@ moves, and an audit record (who, which DAG run, from, to, why) is logged to the 
 after the alias already moved finds it there and reports the same promotion again. :func:`rollback`
 moves the alias back to the recorded previous holder (or to a chosen version) and records that move too.
 
-Every move is also kept, in order, as one tag per move on the registered model
-(``mlops.<alias>.move.000001``, ``...000002``, ...; a JSON :class:`Promotion`): :func:`history` reads them.
+Every move is also kept as one tag per move on the registered model (a JSON :class:`Promotion`), keyed
+by the time of the move and a random suffix (``mlops.<alias>.move.20261205T010203.123456Z.3f9a1c``), so
+two writers appending at once never overwrite each other's record (registry tags are upserts: a shared
+counter would lose one); :func:`history` reads them in time order (with the numbered keys
+``...move.000001`` of earlier releases first).
+
+**Compare-and-swap.** Evaluate records which version held the alias when it compared the candidate
+(``alias_at_evaluation`` in the verdict). :func:`promote` moves the alias only if it still points there:
+if a person moved it in the MLflow UI, ``mlops rollback`` ran, or another run promoted while an approval
+waited, deploy refuses (:class:`~mlops_provider.exceptions.ChampionChangedError`, not retried) and
+changes nothing; clearing ``evaluate`` and its downstream tasks re-compares against the new holder.
+Refusing rather than re-evaluating inside deploy keeps one place that decides (evaluate, with its
+table in the log and its verdict on the run) and never promotes on a comparison nobody saw. MLflow has
+no atomic alias update: the window left is between deploy's read of the alias and its write (two
+registry calls); two pipelines cannot share a registered model (lint), and one pipeline's DAG runs
+do not overlap (``max_active_runs=1``).
 
 With serving targets (``deploy.targets``), a promotion and a rollback both go through
 :func:`mlops_provider.serving.follow.follow`: the version is staged and health-checked on every target
@@ -19,11 +33,14 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
+import secrets
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from mlops_provider.exceptions import GateFailedError
+from mlops_provider.exceptions import ChampionChangedError, GateFailedError
 from mlops_provider.tracking import tags as T
 from mlops_provider.tracking.models import resolve_alias
 from mlops_provider.tracking.tags import NO_PREVIOUS, last_promotion_tag, move_tag_prefix, previous_tag
@@ -107,6 +124,9 @@ def promote(
         previous = None if recorded in (None, NO_PREVIOUS) else recorded
     else:
         previous = holder.version if holder is not None else None
+        _require_unchanged(
+            client, verdict, model_name=model_name, alias=alias, version=version, current=previous
+        )
         client.set_model_version_tag(model_name, version, previous_tag(alias), previous or NO_PREVIOUS)
         client.set_registered_model_alias(model_name, alias, version)
     promotion = Promotion(
@@ -125,13 +145,63 @@ def promote(
     return promotion
 
 
+def compared_holder(verdict: dict[str, Any] | None, alias: str) -> tuple[bool, str | None]:
+    """(True, version) when evaluate recorded which version held ``@alias`` (None: none did)."""
+    seen = verdict.get("alias_at_evaluation") if isinstance(verdict, dict) else None
+    if not isinstance(seen, dict) or seen.get("alias") != alias:
+        return False, None
+    version = seen.get("version")
+    return True, None if version is None else str(version)
+
+
+def require_unchanged(
+    client: MlflowClient, verdict: dict[str, Any] | None, *, model_name: str, alias: str, version: str
+) -> None:
+    """Refuse when ``@alias`` moved since evaluate compared ``version`` against its holder."""
+    holder = resolve_alias(client, model_name, alias)
+    current = holder.version if holder is not None else None
+    if current != str(version):
+        _require_unchanged(client, verdict, model_name=model_name, alias=alias, version=str(version),
+                           current=current)  # fmt: skip
+
+
+def _require_unchanged(
+    client: MlflowClient,
+    verdict: dict[str, Any] | None,
+    *,
+    model_name: str,
+    alias: str,
+    version: str,
+    current: str | None,
+) -> None:
+    known, expected = compared_holder(verdict, alias)
+    if not known or current == expected:
+        return
+    compared = f"v{expected}" if expected is not None else "no champion (no version held it)"
+    now = f"holds v{current}" if current is not None else "is held by no version"
+    how = "moved outside this provider (the MLflow UI or API)"
+    moves = _moves(client, model_name, alias)
+    if moves and moves[-1][1].get("version") == current:
+        last = moves[-1][1]
+        how = f"moved by {last.get('promoted_by')} at {last.get('promoted_at')}"
+        if last.get("dag_run_id"):
+            how += f" (DAG {last.get('dag_id')}, run {last.get('dag_run_id')})"
+        if last.get("reason"):
+            how += f": {str(last['reason'])[:200]}"
+    raise ChampionChangedError(
+        f"refusing to move {model_name}@{alias} to v{version}: evaluate compared it with {compared}, but "
+        f"@{alias} now {now} ({how}). Nothing was changed. To compare against the current holder, clear "
+        "`evaluate` and its downstream tasks in this DAG run, or trigger a new run."
+    )
+
+
 def record(client: MlflowClient, promotion: Promotion) -> None:
     """The audit trail: on the version, on the registered model, and on the pipeline run."""
     name, version, alias = promotion.model_name, promotion.version, promotion.alias
     client.set_model_version_tag(name, version, T.promoted_at_tag(alias), promotion.promoted_at)
     client.set_model_version_tag(name, version, T.promoted_by_tag(alias), promotion.promoted_by)
     summary = {k: v for k, v in promotion.as_dict().items() if k != "reason"}
-    client.set_registered_model_tag(name, last_promotion_tag(alias), json.dumps(summary))
+    _upsert(client.set_registered_model_tag, name, last_promotion_tag(alias), json.dumps(summary))
     _append_move(client, promotion)
     if promotion.mlflow_run_id:
         from mlflow.entities import RunTag
@@ -147,18 +217,44 @@ def record(client: MlflowClient, promotion: Promotion) -> None:
         client.log_text(promotion.mlflow_run_id, record_json, PROMOTION_ARTIFACT)
 
 
-def _moves(client: MlflowClient, model_name: str, alias: str) -> list[tuple[int, dict[str, Any]]]:
+def _upsert(set_tag: Any, *args: str) -> None:
+    """Set a tag that a concurrent writer may be setting too: MLflow's stores insert a missing tag row, so
+    two first writers of one key collide (an integrity error from the server); a second try updates."""
+    from mlflow.exceptions import MlflowException
+
+    for attempt in range(3):
+        try:
+            set_tag(*args)
+            return
+        except MlflowException:
+            if attempt == 2:
+                raise
+            time.sleep(0.05 * (attempt + 1))
+
+
+def _moves(client: MlflowClient, model_name: str, alias: str) -> list[tuple[str, dict[str, Any]]]:
+    """(key suffix, record) of every move of ``@alias``, oldest first."""
     tags = client.get_registered_model(model_name).tags
     prefix = move_tag_prefix(alias)
     moves = []
     for key, value in tags.items():
-        if key.startswith(prefix) and key[len(prefix) :].isdigit():
-            moves.append((int(key[len(prefix) :]), json.loads(value)))
-    return sorted(moves, key=lambda item: item[0])
+        suffix = key[len(prefix) :]
+        if key.startswith(prefix) and (suffix.isdigit() or _MOVE_KEY.match(suffix)):
+            moves.append((suffix, json.loads(value)))
+    # numbered keys (earlier releases) first, by number; then time-keyed ones, which sort as strings
+    return sorted(moves, key=lambda item: (0, int(item[0]), "") if item[0].isdigit() else (1, 0, item[0]))
+
+
+_MOVE_KEY = re.compile(r"^\d{8}T\d{6}\.\d{6}Z\.[0-9a-f]{6,}$")
+
+
+def _move_key(alias: str) -> str:
+    now = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ")
+    return f"{move_tag_prefix(alias)}{now}.{secrets.token_hex(3)}"
 
 
 def _append_move(client: MlflowClient, promotion: Promotion) -> None:
-    """One more ordered move tag; a retry that reports the same move again adds nothing."""
+    """One more move record under a key of its own; a retry that reports the same move again adds nothing."""
     name, alias = promotion.model_name, promotion.alias
     moves = _moves(client, name, alias)
     entry = promotion.as_dict()
@@ -168,8 +264,7 @@ def _append_move(client: MlflowClient, promotion: Promotion) -> None:
         same = ("version", "previous_version", "dag_id", "dag_run_id", "promoted_by")
         if all(last.get(key) == entry.get(key) for key in same):
             return
-    number = moves[-1][0] + 1 if moves else 1
-    client.set_registered_model_tag(name, f"{move_tag_prefix(alias)}{number:06d}", json.dumps(entry))
+    client.set_registered_model_tag(name, _move_key(alias), json.dumps(entry))
 
 
 def history(client: MlflowClient, *, model_name: str, alias: str = "champion") -> list[dict[str, Any]]:

@@ -65,6 +65,10 @@ class Verdict:
     positive_class: Any = None
     #: a cache hit: the MLflow run that trained the (reused) candidate
     cached_from: str | None = None
+    #: the version that held ``@champion_alias`` when evaluate looked (None: no holder), and whether it
+    #: looked: deploy moves the alias only if it still points there (compare-and-swap)
+    holder_version: str | None = None
+    holder_checked: bool = False
 
     @property
     def passed(self) -> bool:
@@ -104,6 +108,11 @@ class Verdict:
             "test_rows": self.test_rows,
             "positive_class": self.positive_class,
             "cached_from": self.cached_from,
+            "alias_at_evaluation": (
+                {"alias": self.champion_alias, "version": self.holder_version}
+                if self.holder_checked
+                else None
+            ),
         }
 
     def table(self) -> str:
@@ -274,6 +283,7 @@ def evaluate(
         return verdict
 
     holder = models.resolve_alias(client, model_name, champion_alias)
+    verdict.holder_version, verdict.holder_checked = (holder.version if holder else None), True
     if holder is not None and run_id is not None and holder.run_id == run_id:
         holder = None  # the champion is this very run's model: nothing to compare against
     if holder is not None:

@@ -37,9 +37,9 @@ promotion ``mlops.previous_<alias>``, ``mlops.promoted_to_<alias>_at``/``_by``; 
 monitoring runs that used it (``mlops.batch.last_run_id``, ``mlops.monitor.last_run_id``,
 ``mlops.monitor.dataset_drift``).
 
-**The registered model** keeps the alias history (``mlops.<alias>.move.<000001>``: one JSON record per
-move; ``mlops.<alias>.last_promotion``) and where serving targets serve it
-(``mlops.serving.<target>.url`` / ``.version``).
+**The registered model** keeps the alias history (``mlops.<alias>.move.<UTC time>.<random>``: one JSON
+record per move, never overwritten by a concurrent one; ``mlops.<alias>.last_promotion``) and where
+serving targets serve it (``mlops.serving.<target>.url`` / ``.version``).
 
 **A batch output file** (parquet key-value metadata): ``mlops.model_name``, ``mlops.model_version``,
 ``mlops.model_uri``, ``mlops.scored_at``, ``mlops.input``.
@@ -139,7 +139,7 @@ def last_promotion_tag(alias: str) -> str:
 
 
 def move_tag_prefix(alias: str) -> str:
-    """On the registered model: ``<prefix>000001``, ``...000002``: every move of ``@alias``, in order."""
+    """On the registered model: ``<prefix><UTC time>.<random>`` (earlier: ``<prefix>000001``): every move."""
     return f"mlops.{alias}.move."
 
 
