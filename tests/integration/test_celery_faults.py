@@ -1,0 +1,114 @@
+"""Faults on the real CeleryExecutor deployment lose nothing (``celery_stack``, tests/fixtures/celery.py).
+
+Each test runs the example pipeline (retries 2, 5 s apart) through Celery workers and breaks one real
+component in the middle of the run: a worker SIGKILLed while ``train`` runs, the MLflow server down, the
+scheduler restarted. The run must complete with exactly one MLflow run, one new model version and no
+MLflow run left RUNNING.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from tests.fixtures.celery import CeleryStack
+
+pytestmark = pytest.mark.timeout(1500)
+
+
+def _runs_of(stack: CeleryStack, pipeline: str, run_id: str) -> list[Any]:
+    client = stack.mlflow.client()
+    experiment = client.get_experiment_by_name(pipeline)
+    assert experiment is not None
+    runs = client.search_runs([experiment.experiment_id], max_results=500)
+    return [r for r in runs if r.data.tags.get("airflow.run_id") == run_id]
+
+
+def _running(stack: CeleryStack, pipeline: str) -> list[str]:
+    client = stack.mlflow.client()
+    experiment = client.get_experiment_by_name(pipeline)
+    assert experiment is not None
+    runs = client.search_runs([experiment.experiment_id], filter_string="attributes.status = 'RUNNING'")
+    return [r.info.run_id for r in runs]
+
+
+def _assert_complete(stack: CeleryStack, pipeline: str, run_id: str) -> None:
+    """The run succeeded with one MLflow run (FINISHED), one model version holding @champion, none RUNNING."""
+    run = stack.wait_run(pipeline, run_id)
+    tis = stack.task_instances(pipeline, run_id)
+    assert run["state"] == "success", {t: (ti["state"], ti["try_number"]) for t, ti in tis.items()}
+    runs = _runs_of(stack, pipeline, run_id)
+    statuses = [(r.info.run_id, r.info.status) for r in runs]
+    assert len(runs) == 1 and runs[0].info.status == "FINISHED", statuses
+    client = stack.mlflow.client()
+    versions = client.search_model_versions(f"name = '{pipeline}_model'")
+    assert len(versions) == 1, [(v.version, v.run_id) for v in versions]
+    assert versions[0].run_id == runs[0].info.run_id
+    assert str(client.get_model_version_by_alias(f"{pipeline}_model", "champion").version) == "1"
+    assert not _running(stack, pipeline)
+
+
+def _log_text(stack: CeleryStack, pipeline: str, run_id: str, task_id: str) -> str:
+    return "\n".join(
+        path.read_text(errors="replace")
+        for worker in stack.workers.values()
+        for path in worker.task_logs(pipeline, run_id, task_id)
+    )
+
+
+def test_a_worker_killed_during_train_is_retried_on_the_other_and_nothing_is_duplicated(
+    celery_stack: CeleryStack,
+) -> None:
+    stack = celery_stack
+    pipeline = stack.add_pipeline("fault_worker_killed")
+    stack.start_worker("doomed")
+    run_id = stack.trigger(pipeline)
+    stack.wait_task(pipeline, run_id, "train", ("running",))
+    stack.stop_worker("doomed", kill=True)  # the machine dies, its running task with it
+    stack.start_worker("survivor")
+    try:
+        _assert_complete(stack, pipeline, run_id)
+        train = stack.task_instances(pipeline, run_id)["train"]
+        assert train["try_number"] >= 2  # the killed try was declared lost and retried ...
+        survivor = stack.workers["survivor"]
+        assert survivor.task_logs(pipeline, run_id, "train")  # ... on the surviving worker
+    finally:
+        stack.stop_worker("survivor")
+
+
+def test_the_mlflow_server_down_fails_the_task_naming_it_and_the_retry_completes_the_run(
+    celery_stack: CeleryStack,
+) -> None:
+    stack = celery_stack
+    pipeline = stack.add_pipeline("fault_mlflow_down")
+    stack.start_worker("w1")
+    try:
+        run_id = stack.trigger(pipeline)
+        stack.wait_task(pipeline, run_id, "ingest", ("success",))
+        stack.mlflow_launch.stop()
+        try:
+            failed = stack.wait_task(pipeline, run_id, "validate", ("up_for_retry", "failed"), timeout=300)
+        finally:
+            stack.mlflow_launch.start_again()
+        assert failed["state"] == "up_for_retry"  # transient: retried, not failed for good
+        assert f"MLflow tracking server at {stack.mlflow.tracking_uri} is unreachable" in _log_text(
+            stack, pipeline, run_id, "validate"
+        )
+        _assert_complete(stack, pipeline, run_id)
+        assert stack.task_instances(pipeline, run_id)["validate"]["try_number"] >= 2
+    finally:
+        stack.stop_worker("w1")
+
+
+def test_a_scheduler_restarted_in_the_middle_of_a_run_completes_it(celery_stack: CeleryStack) -> None:
+    stack = celery_stack
+    pipeline = stack.add_pipeline("fault_scheduler_restarted")
+    stack.start_worker("w2")
+    try:
+        run_id = stack.trigger(pipeline)
+        stack.wait_task(pipeline, run_id, "train", ("running",))
+        stack.restart("scheduler")
+        _assert_complete(stack, pipeline, run_id)
+    finally:
+        stack.stop_worker("w2")
