@@ -9,9 +9,11 @@ before the timeout → deploy is skipped, the alias stays, the MLflow run record
 from __future__ import annotations
 
 import json
+import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -89,21 +91,58 @@ def approvers(airflow_home, tmp_path_factory: pytest.TempPathFactory) -> Iterato
             yield Approvers(client)
 
 
-def awaiting_input(dag_id: str, task_id: str = "approve", timeout: float = 300) -> str:
-    """Wait until the task waits for a person; its DAG run id."""
+class ParkedWatch(logging.Handler):
+    """Set once ``dag.test()``'s own loop has seen the approval task parked and logs that it waits for input.
+
+    Answering earlier loses the answer: while ``run_task_in_process`` returns, the task is already
+    ``awaiting_input`` in the DB (the supervisor's own API call), and ``dag.test()`` then writes the state the
+    task returned with (``awaiting_input`` again) over the ``scheduled`` that a fast response had set. The
+    response is recorded, but the task waits forever (Airflow 3.3.2, ``sdk.definitions.dag._run_task``): a
+    race in ``dag.test()``'s own bookkeeping, not in the operator.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(level=logging.INFO)
+        self.parked = threading.Event()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.getMessage().startswith("Waiting for Human-in-the-loop input"):
+            self.parked.set()
+
+
+@contextmanager
+def parked_watch() -> Iterator[ParkedWatch]:
+    logger = logging.getLogger("airflow.sdk.definitions.dag")
+    watch, level = ParkedWatch(), logger.level
+    logger.addHandler(watch)
+    logger.setLevel(logging.INFO)
+    try:
+        yield watch
+    finally:
+        logger.removeHandler(watch)
+        logger.setLevel(level)
+
+
+def task_state(dag_id: str, task_id: str) -> tuple[str | None, str | None]:
+    """(state, run id) of the task's only instance; (None, None) before it exists or while SQLite is busy."""
     from airflow.models.taskinstance import TaskInstance
     from airflow.utils.session import create_session
     from sqlalchemy.exc import OperationalError
 
+    try:
+        with create_session() as session:
+            ti = session.query(TaskInstance).filter_by(dag_id=dag_id, task_id=task_id).one_or_none()
+            return (None, None) if ti is None else (str(ti.state), ti.run_id)
+    except OperationalError:  # SQLite busy while a task writes: look again
+        return None, None
+
+
+def awaiting_input(dag_id: str, watch: ParkedWatch, task_id: str = "approve", timeout: float = 300) -> str:
+    """Wait until the task waits for a person and ``dag.test()`` has parked it; its DAG run id."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        try:
-            with create_session() as session:
-                ti = session.query(TaskInstance).filter_by(dag_id=dag_id, task_id=task_id).one_or_none()
-                state, run_id = (None, None) if ti is None else (str(ti.state), ti.run_id)
-        except OperationalError:  # SQLite busy while a task writes: look again
-            state = run_id = None
-        if state == "awaiting_input":
+        state, run_id = task_state(dag_id, task_id)
+        if state == "awaiting_input" and watch.parked.is_set():
             return str(run_id)
         if state in ("success", "failed", "skipped", "upstream_failed"):
             raise AssertionError(f"{task_id} ended {state} without waiting for input")
@@ -111,13 +150,29 @@ def awaiting_input(dag_id: str, task_id: str = "approve", timeout: float = 300) 
     raise AssertionError(f"{task_id} never waited for input")
 
 
+def left_awaiting_input(dag_id: str, task_id: str = "approve", timeout: float = 120) -> None:
+    """After an answer, the task must leave ``awaiting_input``: else the answer was lost."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        state, _ = task_state(dag_id, task_id)
+        if state not in (None, "awaiting_input"):
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"{task_id} still awaits input {timeout:.0f} s after it was answered")
+
+
 def run_answering(airflow_home, dag: Any, answer: Callable[[str], Any]) -> tuple[Any, Any]:
-    """``dag.test()`` while another thread answers once the approval task waits: (DagRun, answer's result)."""
+    """``dag.test()`` while another thread answers once the approval task waits: (DagRun, answer's result).
+
+    If the answer fails, or the task still waits after it, the thread fails the task so ``dag.test()``
+    returns and the test reports why instead of hanging.
+    """
     outcome: dict[str, Any] = {}
 
-    def respond() -> None:
+    def respond(watch: ParkedWatch) -> None:
         try:
-            outcome["result"] = answer(awaiting_input(dag.dag_id))
+            outcome["result"] = answer(awaiting_input(dag.dag_id, watch))
+            left_awaiting_input(dag.dag_id)
         except BaseException as exc:  # reported by the test thread
             outcome["error"] = exc
             from airflow.models.taskinstance import TaskInstance
@@ -128,10 +183,11 @@ def run_answering(airflow_home, dag: Any, answer: Callable[[str], Any]) -> tuple
                 for ti in session.query(TaskInstance).filter_by(dag_id=dag.dag_id, task_id="approve"):
                     ti.state = TaskInstanceState.FAILED
 
-    thread = threading.Thread(target=respond, daemon=True)
-    thread.start()
-    dag_run = airflow_home.dag_test(dag)
-    thread.join(timeout=60)
+    with parked_watch() as watch:
+        thread = threading.Thread(target=respond, args=(watch,), daemon=True)
+        thread.start()
+        dag_run = airflow_home.dag_test(dag)
+        thread.join(timeout=60)
     if "error" in outcome:
         raise outcome["error"]
     return dag_run, outcome.get("result")
