@@ -184,14 +184,20 @@ def test_trigger_fires_when_the_alias_moves_on_the_tracking_server(
     moved_at: list[float] = []
 
     def promote() -> None:
+        # once the trigger's first check took the version it starts from (v1): moving the alias before that
+        # would make v2 the starting point (a slow first check on a loaded machine did, and it never fired)
+        deadline = time.monotonic() + 120
+        while trigger.watch.capture_not_version and time.monotonic() < deadline:
+            time.sleep(0.05)
         client.set_registered_model_alias(name, "champion", "1")  # re-set to the same version: no move
         time.sleep(1)
         moved_at.append(time.monotonic())
         client.set_registered_model_alias(name, "champion", "2")
 
-    later(1.0, promote)
+    later(0.0, promote)
     payload, _ = first_event(trigger)
     fired_at = time.monotonic()
+    assert trigger.watch.not_version == "1"  # where it started from
 
     assert payload["status"] == "success", payload
     assert moved_at and fired_at >= moved_at[0]
