@@ -2,8 +2,8 @@
 
 Each test runs the example pipeline (retries 2, 5 s apart) through Celery workers and breaks one real
 component in the middle of the run: a worker SIGKILLed while ``train`` runs, the MLflow server down, the
-scheduler restarted. The run must complete with exactly one MLflow run, one new model version and no
-MLflow run left RUNNING.
+object store down, the scheduler restarted. The run must complete with exactly one MLflow run, one new model
+version and no MLflow run left RUNNING.
 """
 
 from __future__ import annotations
@@ -99,6 +99,41 @@ def test_the_mlflow_server_down_fails_the_task_naming_it_and_the_retry_completes
         assert stack.task_instances(pipeline, run_id)["validate"]["try_number"] >= 2
     finally:
         stack.stop_worker("w1")
+
+
+def test_s3_unreachable_during_ingest_fails_the_task_naming_it_and_the_retry_completes_the_run(
+    celery_stack: CeleryStack,
+) -> None:
+    """The workspace's object store is down when ``ingest`` writes the snapshot (the stack's MLflow server
+    keeps its artifacts there too): up_for_retry with a message naming the S3 endpoint, then one run."""
+    stack = celery_stack
+    pipeline = stack.add_pipeline("fault_s3_down")
+    stack.start_worker("w3")
+    try:
+        stack.s3.stop()
+        try:
+            run_id = stack.trigger(pipeline)
+            failed = stack.wait_task(pipeline, run_id, "ingest", ("up_for_retry", "failed"), timeout=300)
+        finally:
+            stack.s3.start_again()
+        assert failed["state"] == "up_for_retry"  # transient: retried, not failed for good
+        log = _log_text(stack, pipeline, run_id, "ingest")
+        named = f"S3 endpoint for s3://{stack.bucket}/workspace/"
+        assert named in log and "is unreachable" in log, log[-3000:]
+        _assert_complete(stack, pipeline, run_id)
+        assert stack.task_instances(pipeline, run_id)["ingest"]["try_number"] >= 2
+        # the snapshot the run trained on is in the workspace once, written by the retry
+        from mlops_provider.storage.workspace import SNAPSHOT
+
+        keys = _keys(stack, f"workspace/{pipeline}/")
+        assert len([key for key in keys if key.endswith(f"/{SNAPSHOT}")]) == 1, keys
+    finally:
+        stack.stop_worker("w3")
+
+
+def _keys(stack: CeleryStack, prefix: str) -> list[str]:
+    pages = stack.s3.client().get_paginator("list_objects_v2").paginate(Bucket=stack.bucket, Prefix=prefix)
+    return [item["Key"] for page in pages for item in page.get("Contents", [])]
 
 
 def test_a_scheduler_restarted_in_the_middle_of_a_run_completes_it(celery_stack: CeleryStack) -> None:
