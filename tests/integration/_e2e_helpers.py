@@ -4,6 +4,7 @@ data and real specs, and what a user would look at afterwards (task states, regi
 from __future__ import annotations
 
 import contextlib
+import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -71,6 +72,8 @@ def fluent_uris(uri: str) -> Iterator[None]:
     from mlflow.tracking._tracking_service import utils as tracking_utils
 
     saved = tracking_utils._tracking_uri, registry_utils._registry_uri
+    # the setters also export MLFLOW_TRACKING_URI / MLFLOW_REGISTRY_URI and never unset them: restore them
+    saved_env = {key: os.environ.get(key) for key in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
     try:
@@ -78,6 +81,11 @@ def fluent_uris(uri: str) -> Iterator[None]:
     finally:
         mlflow.set_tracking_uri(saved[0])
         mlflow.set_registry_uri(saved[1])
+        for key, value in saved_env.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 def server_client(server: Any) -> Any:

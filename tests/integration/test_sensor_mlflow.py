@@ -197,9 +197,8 @@ def test_trigger_fires_when_the_alias_moves_on_the_tracking_server(
     later(0.0, promote)
     payload, _ = first_event(trigger)
     fired_at = time.monotonic()
-    assert trigger.watch.not_version == "1"  # where it started from
-
     assert payload["status"] == "success", payload
+    assert trigger.watch.not_version == "1"  # where it started from
     assert moved_at and fired_at >= moved_at[0]
     info = payload["model_version"]
     assert (info["name"], info["version"], info["alias"], info["previous_version"]) == (name, "2", "champion",

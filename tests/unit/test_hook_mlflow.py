@@ -66,6 +66,25 @@ def test_tracking_uri_precedence(root, monkeypatch) -> None:
         _ = MLflowHook(mlflow_conn_id="missing").tracking_uri
 
 
+def test_a_connection_keeps_its_registry_whatever_the_environment_says(root, monkeypatch) -> None:
+    """``mlflow.set_registry_uri`` exports MLFLOW_REGISTRY_URI and never unsets it: a worker that ran fluent
+    code keeps it. A hook on a connection must still register where its connection says, not there."""
+    import mlflow
+
+    from mlops_provider.hooks.mlflow import MLflowHook
+
+    monkeypatch.setenv("MLFLOW_REGISTRY_URI", "sqlite:////elsewhere/registry.db")
+    assert MLflowHook().registry_uri == "sqlite:////elsewhere/registry.db"  # no connection: the environment
+    _conn(monkeypatch, "team", host="http://mlflow.team:5000")
+    assert MLflowHook(mlflow_conn_id="team").registry_uri == "http://mlflow.team:5000"
+    monkeypatch.delenv("MLFLOW_REGISTRY_URI")
+    mlflow.set_registry_uri(f"sqlite:///{root}/leftover.db")
+    try:
+        assert MLflowHook(mlflow_conn_id="team").registry_uri == "http://mlflow.team:5000"
+    finally:
+        mlflow.set_registry_uri(None)  # type: ignore[arg-type]
+
+
 def test_credentials_exist_only_while_mlflow_is_used_and_are_masked(root, monkeypatch) -> None:
     import mlflow
     from airflow.sdk.log import redact

@@ -15,6 +15,9 @@ Which tracking server a hook talks to, first match wins:
 3. the environment variable ``MLFLOW_TRACKING_URI``;
 4. an embedded store: ``sqlite:///<project_root>/.mlops/mlflow.db`` with artifacts in
    ``<project_root>/.mlops/artifacts`` (browse it with ``mlflow ui --backend-store-uri ...``).
+
+The model registry is the connection's ``registry_uri`` extra or its tracking server; without a
+connection, ``MLFLOW_REGISTRY_URI`` or the tracking URI.
 """
 
 from __future__ import annotations
@@ -169,7 +172,15 @@ class MLflowHook(BaseHook):
 
     @cached_property
     def registry_uri(self) -> str:
-        return self._extras.get("registry_uri") or os.environ.get("MLFLOW_REGISTRY_URI") or self.tracking_uri
+        """The model registry: the connection's ``registry_uri`` extra, else its tracking server.
+
+        ``MLFLOW_REGISTRY_URI`` applies only when no connection is used: a connection describes its server
+        whole, so a variable left in a worker's environment (MLflow's fluent ``set_registry_uri`` sets it and
+        never unsets it) cannot send one task's registrations to another registry than the rest of the run's.
+        """
+        if self.connection is not None:
+            return self._extras.get("registry_uri") or self.tracking_uri
+        return os.environ.get("MLFLOW_REGISTRY_URI") or self.tracking_uri
 
     @property
     def is_embedded(self) -> bool:
