@@ -4,7 +4,6 @@ data and real specs, and what a user would look at afterwards (task states, regi
 from __future__ import annotations
 
 import contextlib
-import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,6 +12,7 @@ from typing import Any
 import pytest
 import yaml
 
+from tests.fixtures.mlflow import preserved_mlflow_uris
 from tests.integration._stage_helpers import MLFLOW_ENV
 
 REPO = Path(__file__).resolve().parents[2]
@@ -68,24 +68,11 @@ def unique(prefix: str) -> str:
 def fluent_uris(uri: str) -> Iterator[None]:
     """Point MLflow's fluent API (``mlflow.sklearn.load_model``) at ``uri`` for a block, then restore."""
     import mlflow
-    from mlflow.tracking._model_registry import utils as registry_utils
-    from mlflow.tracking._tracking_service import utils as tracking_utils
 
-    saved = tracking_utils._tracking_uri, registry_utils._registry_uri
-    # the setters also export MLFLOW_TRACKING_URI / MLFLOW_REGISTRY_URI and never unset them: restore them
-    saved_env = {key: os.environ.get(key) for key in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
-    mlflow.set_tracking_uri(uri)
-    mlflow.set_registry_uri(uri)
-    try:
+    with preserved_mlflow_uris():
+        mlflow.set_tracking_uri(uri)
+        mlflow.set_registry_uri(uri)
         yield
-    finally:
-        mlflow.set_tracking_uri(saved[0])
-        mlflow.set_registry_uri(saved[1])
-        for key, value in saved_env.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
 
 
 def server_client(server: Any) -> Any:

@@ -26,16 +26,14 @@ import shutil
 import subprocess
 import sys
 import time
-import urllib.error
 import urllib.parse
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pytest
 
+from tests.fixtures.airflow import AirflowAPI
 from tests.fixtures.docker import BASE_IMAGE, DockerEngine
 from tests.fixtures.processes import REPO_ROOT, find_executable, free_ports, wait_for
 from tests.integration._e2e_helpers import fluent_uris
@@ -136,9 +134,8 @@ services:
 class Stack:
     compose: list[str]
     env: dict[str, str]
-    api: str
+    airflow: AirflowAPI
     mlflow: str
-    password: str
 
     def run(self, *args: str, check: bool = True, timeout: float = 1800) -> subprocess.CompletedProcess[str]:
         result = subprocess.run([*self.compose, *args], capture_output=True, text=True, env=self.env,
@@ -160,30 +157,6 @@ class Stack:
             tail = [line[:300] for line in (result.stdout + result.stderr).splitlines()]
             out.append(f"--- {service}\n" + "\n".join(tail))
         return "\n".join(out)
-
-    def request(self, method: str, path: str, body: Any = None, token: str | None = None) -> tuple[int, Any]:
-        headers = {"Accept": "application/json"}
-        if token:
-            headers["Authorization"] = f"Bearer {token}"
-        data = None if body is None else json.dumps(body).encode()
-        if data is not None:
-            headers["Content-Type"] = "application/json"
-        req = urllib.request.Request(self.api + path, data=data, method=method, headers=headers)
-        try:
-            with urllib.request.urlopen(req, timeout=30) as resp:
-                raw, status = resp.read(), resp.status
-        except urllib.error.HTTPError as exc:
-            raw, status = exc.read(), exc.code
-        text = raw.decode(errors="replace")
-        try:
-            return status, json.loads(text)
-        except ValueError:
-            return status, text
-
-    def token(self) -> str:
-        status, body = self.request("POST", "/auth/token", {"username": "admin", "password": self.password})
-        assert status in (200, 201), (status, body)
-        return str(body["access_token"])
 
 
 def _docker(engine: DockerEngine, *args: str, timeout: float = 2400) -> None:
@@ -277,9 +250,8 @@ def stack(docker_engine: DockerEngine, compose_binary: Path,  # noqa: F811
         compose=[str(compose_binary), "--project-name", PROJECT_NAME, "--project-directory", str(REPO_ROOT),
                  "--env-file", str(env_file), *files],
         env={"PATH": "/usr/bin:/bin", "DOCKER_HOST": docker_engine.docker_url},
-        api=f"http://127.0.0.1:{api_port}",
+        airflow=AirflowAPI(f"http://127.0.0.1:{api_port}", "admin", password),
         mlflow=f"http://127.0.0.1:{mlflow_port}",
-        password=password,
     )
     stack.run("down", "-v", "--remove-orphans", check=False)  # what an interrupted earlier run left
     try:
@@ -305,24 +277,23 @@ def test_the_stack_comes_up_healthy_and_a_celery_worker_runs_a_pipeline_to_champ
     for one_shot in ("airflow-init", "s3-init"):
         assert health[one_shot][0] == "exited" and health[one_shot][2] == 0, health
 
-    token = stack.token()
-    wait_for(lambda: stack.request("GET", f"/api/v2/dags/{PIPELINE}", token=token)[0] == 200,
+    api = stack.airflow
+    token = api.token()
+    wait_for(lambda: api.request("GET", f"/api/v2/dags/{PIPELINE}", token=token)[0] == 200,
              what=f"DAG {PIPELINE} parsed by the stack's dag processor", timeout=300)  # fmt: skip
-    status, body = stack.request("PATCH", f"/api/v2/dags/{PIPELINE}", {"is_paused": False}, token=token)
+    status, body = api.request("PATCH", f"/api/v2/dags/{PIPELINE}", {"is_paused": False}, token=token)
     assert status == 200, body
-    status, run = stack.request(
-        "POST", f"/api/v2/dags/{PIPELINE}/dagRuns", {"logical_date": None}, token=token
-    )
+    status, run = api.request("POST", f"/api/v2/dags/{PIPELINE}/dagRuns", {"logical_date": None}, token=token)
     assert status == 200, run
     run_id = run["dag_run_id"]
     path = f"/api/v2/dags/{PIPELINE}/dagRuns/{urllib.parse.quote(run_id, safe='')}"
     deadline = time.monotonic() + 1500
     while True:
-        state = stack.request("GET", path, token=stack.token())[1]["state"]
+        state = api.request("GET", path)[1]["state"]
         if state in ("success", "failed") or time.monotonic() > deadline:
             break
         time.sleep(5)
-    tis = stack.request("GET", f"{path}/taskInstances", token=stack.token())[1]["task_instances"]
+    tis = api.request("GET", f"{path}/taskInstances")[1]["task_instances"]
     summary = {ti["task_id"]: (ti["state"], ti["hostname"]) for ti in tis}
     assert state == "success", f"{summary}\n{stack.logs()}"
     # every task ran on the Celery worker's container, none in the scheduler's
