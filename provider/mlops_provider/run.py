@@ -111,6 +111,7 @@ def run_dag(dag: DAG, *, mlflow_conn_id: str | None = None, logical_date: Any = 
             str(getattr(ti.state, "value", ti.state)),
             int(ti.try_number or 0),
             errors.get(ti.task_id),
+            round(ti.duration, 3) if ti.duration is not None else None,
         )
         for ti in sorted(dag_run.get_task_instances(), key=lambda t: list(dag.task_ids).index(t.task_id))
     ]

@@ -72,6 +72,10 @@ def recording_failures() -> Iterator[dict[str, str]]:
                 text if isinstance(error, str) else f"{type(error).__name__}: {text}"
             )
 
+        @hookimpl
+        def on_task_instance_success(self, previous_state: Any, task_instance: Any) -> None:
+            release_memory()
+
     listener = FailureListener()
     manager = get_listener_manager()
     manager.add_listener(listener)
@@ -79,6 +83,20 @@ def recording_failures() -> Iterator[dict[str, str]]:
         yield errors
     finally:
         manager.pm.unregister(listener)
+
+
+def release_memory() -> None:
+    """Give the heap a finished task left behind back to the OS. Every task of an in-process run shares
+    this process; under an executor each has its own, so without this the in-process peak would add up
+    what the tasks before it freed but glibc kept (~0.3 GB after ingesting a 1M-row table)."""
+    import ctypes
+    import ctypes.util
+    import gc
+
+    gc.collect()
+    libc = ctypes.util.find_library("c")
+    if libc and hasattr(ctypes.CDLL(libc), "malloc_trim"):
+        ctypes.CDLL(libc).malloc_trim(0)
 
 
 def read_xcom(dag_id: str, run_id: str) -> dict[str, dict[str, Any]]:

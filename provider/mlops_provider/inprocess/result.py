@@ -12,6 +12,8 @@ class TaskOutcome:
     state: str
     tries: int
     error: str | None = None
+    #: how long the task's last try ran (Airflow's ``duration``), None if it never ran
+    seconds: float | None = None
 
 
 @dataclass

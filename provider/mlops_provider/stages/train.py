@@ -51,11 +51,8 @@ MODEL_NAME = "model"
 def load_split(
     uri: str, *, target: str, features: Sequence[str] | None = None
 ) -> tuple[pd.DataFrame, pd.Series]:
-    frame = workspace.read_table(uri, workspace.workspace_conn_id(), "parquet")
-    if target not in frame.columns:
-        raise StageError(f"target column {target!r} is not in {uri}")
-    columns = list(features) if features is not None else [c for c in frame.columns if c != target]
-    return frame[columns], frame[target]
+    x, y = workspace.read_parquet_frames(uri, workspace.workspace_conn_id(), features, [target])
+    return x, y[target]
 
 
 def entrypoint_function(entrypoint: str) -> Callable[..., Any]:

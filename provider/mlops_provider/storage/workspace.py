@@ -13,8 +13,9 @@ from __future__ import annotations
 import hashlib
 import io
 import re
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from mlops_provider import config
 from mlops_provider.exceptions import NotAllowedError, StageError
@@ -150,17 +151,59 @@ def read_table(uri: str, conn_id: str | None = None, file_format: str | None = N
     import pandas as pd
 
     fmt = guess_format(uri, file_format)
-    data = io.BytesIO(read_bytes(uri, conn_id))
+    # a local file is read in place (no second copy of its bytes in memory); S3 objects through S3Hook
+    data: Any = io.BytesIO(read_bytes(uri, conn_id)) if is_s3(uri) else Path(uri.removeprefix("file://"))
+    if isinstance(data, Path) and not data.is_file():
+        raise FileNotFoundError(f"{uri} does not exist")
     try:
         return pd.read_csv(data) if fmt == "csv" else pd.read_parquet(data)
     except Exception as exc:
         raise StageError(f"cannot read {uri} as {fmt}: {exc}") from exc
 
 
+def read_parquet_frames(uri: str, conn_id: str | None, *groups: Sequence[str] | None) -> list[pd.DataFrame]:
+    """Column groups of one parquet table as DataFrames, read once; a group of None is every column not
+    named in another group. (Selecting columns of a whole DataFrame would copy them.)"""
+    import pyarrow.parquet as pq
+
+    source: Any = pa_buffer(read_bytes(uri, conn_id)) if is_s3(uri) else uri.removeprefix("file://")
+    try:
+        table = pq.read_table(source)
+    except Exception as exc:
+        raise StageError(f"cannot read {uri} as parquet: {exc}") from exc
+    named = {c for group in groups if group is not None for c in group}
+    missing = sorted(named - set(table.column_names))
+    if missing:
+        raise StageError(f"column(s) {', '.join(map(repr, missing))} not in {uri}")
+    rest = [c for c in table.column_names if c not in named]
+    frames = [table.select(list(group) if group is not None else rest).to_pandas() for group in groups]
+    del table
+    return frames
+
+
+def pa_buffer(data: bytes) -> Any:
+    import pyarrow as pa
+
+    return pa.BufferReader(data)
+
+
 def to_parquet_bytes(frame: pd.DataFrame) -> bytes:
     buffer = io.BytesIO()
     frame.to_parquet(buffer, index=False)
     return buffer.getvalue()
+
+
+def write_parquet(uri: str, frame: pd.DataFrame, conn_id: str | None = None) -> str:
+    """A table as parquet at ``uri``: a local file is written in place (never whole in memory as bytes)
+    and appears at once, complete; an S3 object is uploaded in one piece."""
+    if is_s3(uri):
+        return write_bytes(uri, to_parquet_bytes(frame), conn_id)
+    path = Path(uri.removeprefix("file://"))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".partial")
+    frame.to_parquet(partial, index=False)
+    partial.replace(path)  # readers never see half a file
+    return str(path)
 
 
 def workspace_conn_id() -> str | None:
