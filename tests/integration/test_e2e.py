@@ -54,6 +54,20 @@ def test_classification_spec_on_the_embedded_store(airflow_home, tmp_path: Path,
     assert run.info.status == "FINISHED" and run.data.tags["mlops.verdict"] == "passed"
     assert v1.run_id == first.mlflow_run_id
 
+    # the task pages' extra links, as the real operators stored them when they finished, and what they open
+    from mlops_provider.links.mlflow import model_version_url, ui_base_url
+    from tests.integration._stage_helpers import xcom
+
+    ui = ui_base_url(client.tracking_uri)
+    run_page = f"{ui}/#/experiments/{run.info.experiment_id}/runs/{first.mlflow_run_id}"
+    for task in STAGES:
+        assert xcom(first, task, "_link_MLflowRunLink") == run_page, task
+    report = "validation/report.html"
+    assert xcom(first, "validate", "_link_ValidationReportLink") == f"{run_page}/artifactPath/{report}"
+    assert report in [a.path for a in client.list_artifacts(first.mlflow_run_id, "validation")]
+    for task in ("register", "deploy"):
+        assert xcom(first, task, "_link_MLflowModelVersionLink") == model_version_url(ui, "wine_cultivar", 1)
+
     # unchanged spec, same data: the retrained twin ties with the champion, and a tie keeps the champion
     second = run_spec(spec)
     assert second.ok and second.rejected, second.summary()

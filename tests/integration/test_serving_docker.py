@@ -308,3 +308,84 @@ def test_rollback_and_a_manual_alias_move_take_the_serving_container_along(
     assert [(c["name"], c["version"], c["state"]) for c in live] == [(f"{name}-v2", "2", "running")]
     assert _predict(f"http://127.0.0.1:{port + 1}", [{"x": 0.5}]) == [1]
     assert alias_holder(client, model, "champion") == "2"  # the DAG follows the alias, never moves it
+
+    # a rollback whose target fails its check (the image's python3 has no mlflow): exit 1 naming the
+    # target and why, nothing moved, nothing recorded, the live container untouched and still serving
+    def recorded() -> list[dict[str, Any]]:
+        shown = CliRunner().invoke(cli.app, ["history", str(spec), "--format", "json"])
+        return list(json.loads(shown.stdout)["moves"])
+
+    moves = recorded()
+    broken = {**serving, "python": "/usr/bin/python3", "environment": {}}
+    edit_spec(spec, deploy={"alias": "champion", "targets": [broken]})
+    refused = CliRunner().invoke(cli.app, ["rollback", str(spec), "--reason", "try v1 again"])
+    assert refused.exit_code == 1, refused.output
+    assert f"docker:{name}: v1" in refused.output and "No module named mlflow" in refused.output
+    assert f"{model}@champion did not move" in refused.output
+    assert alias_holder(client, model, "champion") == "2"
+    live = _containers(docker_engine, name)
+    assert [(c["name"], c["version"], c["state"]) for c in live] == [(f"{name}-v2", "2", "running")]
+    assert _predict(f"http://127.0.0.1:{port + 1}", [{"x": 0.5}]) == [1]
+    assert recorded() == moves
+
+
+def test_bridge_network_blue_green_publishes_each_slot_and_the_live_one_restarts_by_itself(
+    airflow_home: Any, docker_engine: Any, project: Path, target: dict[str, Any]
+) -> None:
+    """The README's `network_mode: bridge` example: each slot is published on the host (port bindings, not
+    the host network), the check and the clients go through the published port, the live container has
+    the restart policy and the spec's limits, as the engine itself reports them (docker inspect)."""
+    from mlops_provider.run import run_dag
+
+    name, port = target["name"], target["port"]
+    bridge = {**target, "network_mode": "bridge"}
+    model, experiment, dag_id = unique("bc"), unique("exp"), unique("serve")
+    client = embedded_client(project)
+    rows = [{c: 1.0 for c in _feature_names()}]
+    cli = docker_engine.client().api
+
+    def live_container() -> dict[str, Any]:
+        (only,) = _containers(docker_engine, name)
+        return cli.inspect_container(only["id"])  # type: ignore[no-any-return]
+
+    for step, slot in ((0, port), (1, port + 1)):
+        result = run_dag(_deploy_dag(dag_id, experiment, model, bridge, step))
+        assert result.ok, result.failure
+        version = str(step + 1)
+        assert result.xcom["deploy"]["serving"] == {f"docker:{name}": f"http://127.0.0.1:{slot}"}
+        assert alias_holder(client, model, "champion") == version
+        inspected = live_container()
+        host = inspected["HostConfig"]
+        assert inspected["Name"] == f"/{name}-v{version}"
+        assert host["NetworkMode"] == "bridge"
+        assert host["PortBindings"] == {f"{slot}/tcp": [{"HostIp": "", "HostPort": str(slot)}]}
+        assert inspected["NetworkSettings"]["Ports"][f"{slot}/tcp"][0]["HostPort"] == str(slot)
+        assert host["RestartPolicy"]["Name"] == "unless-stopped"
+        assert host["Memory"] == 1024**3 and host["NanoCpus"] == 10**9
+        with fluent_uris(client.tracking_uri):
+            import mlflow.pyfunc
+
+            own = mlflow.pyfunc.load_model(f"models:/{model}/{version}").predict(_frame(rows)).tolist()
+        assert _predict(f"http://127.0.0.1:{slot}", rows) == own
+
+    # the restart policy is the engine's: the container's process dies (killed from the host, as the OOM
+    # killer would; `docker kill` would count as a manual stop), the engine starts the container again
+    import os
+    import signal
+
+    from tests.fixtures.processes import wait_for
+
+    inspected = live_container()
+    restarts = inspected["RestartCount"]
+    os.kill(inspected["State"]["Pid"], signal.SIGKILL)
+
+    wait_for(lambda: live_container()["RestartCount"] > restarts and live_container()["State"]["Running"],
+             what="the engine restarting the live container", timeout=60)  # fmt: skip
+
+    def answers() -> bool:
+        try:
+            return bool(_predict(f"http://127.0.0.1:{port + 1}", rows))
+        except Exception:
+            return False
+
+    wait_for(answers, what="the restarted container serving again", timeout=120)

@@ -84,6 +84,17 @@ def test_no_drift_records_the_check_and_requests_no_retrain(airflow_home, projec
     assert metrics["performance.accuracy"] > 0.85  # the labels are in the live data: the champion is scored
     assert metrics["quality.rows"] == pipeline["champion"]["test_rows"]
     assert verdict["report_uri"].endswith("/monitor/drift_report.html")
+    # the task page's extra links (the real operator's): its monitoring run, the report in it, the version
+    from mlops_provider.links.mlflow import model_version_url, ui_base_url
+
+    run_page = (f"{ui_base_url(client.tracking_uri)}/#/experiments/{monitoring.info.experiment_id}/runs/"
+                f"{monitoring.info.run_id}")
+    assert xcom(run, "detect_drift", "_link_MLflowRunLink") == run_page
+    report = "monitor/drift_report.html"
+    assert xcom(run, "detect_drift", "_link_DriftReportLink") == f"{run_page}/artifactPath/{report}"
+    assert report in [a.path for a in client.list_artifacts(monitoring.info.run_id, "monitor")]
+    assert xcom(run, "detect_drift", "_link_MLflowModelVersionLink") == model_version_url(
+        ui_base_url(client.tracking_uri), pipeline["model"], verdict["model_version"])
 
     # the model version points at its latest check
     version = client.get_model_version(pipeline["model"], verdict["model_version"])

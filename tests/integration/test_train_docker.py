@@ -12,7 +12,6 @@ import contextlib
 import datetime as dt
 import json
 import logging
-import secrets
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -160,15 +159,16 @@ def test_trains_in_a_container_against_the_embedded_store(
 
 
 def test_trains_in_a_container_against_a_tracking_server_with_an_s3_workspace(
-    airflow_home: Any, docker_engine: Any, s3_server: Any, mlflow_server: Any, project: Path,
-    dag_ids: list[str], monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str],
+    airflow_home: Any, docker_engine: Any, s3_server: Any, mlflow_server: Any, mlflow_token_gate: Any,
+    project: Path, dag_ids: list[str], monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str],
 ) -> None:  # fmt: skip
     """Split read from S3 with the workspace's credentials, model logged over HTTP with the connection's
-    token: both reach the container through its environment only, and the token is masked."""
+    token, to a tracking server that refuses any request without it (a bearer-token gate in front of the
+    MLflow server): both reach the container through its environment only, and the token is masked."""
     from airflow.sdk._shared.secrets_masker import redact
 
-    token = f"tok-{secrets.token_hex(12)}"
-    tracking = {"conn_type": "mlflow", "host": mlflow_server.tracking_uri, "password": token}
+    token = mlflow_token_gate.token
+    tracking = {"conn_type": "mlflow", "host": mlflow_token_gate.tracking_uri, "password": token}
     bucket = s3_server.create_bucket()
     for key, value in {**s3_server.airflow_conn_env("seaweed"), "AIRFLOW_CONN_TRACKING": json.dumps(tracking),
                        "AIRFLOW__MLOPS__WORKSPACE": f"s3://{bucket}/ws",
@@ -188,6 +188,10 @@ def test_trains_in_a_container_against_a_tracking_server_with_an_s3_workspace(
 
     ingested, out = xcom(run, "ingest"), xcom(run, "train")
     assert ingested["train_uri"].startswith(f"s3://{bucket}/ws/")
+    # the container logged its model through the gate, which let nothing through without the token but the
+    # hook's reachability probe (GET /health, sent without credentials: any answer means "reachable")
+    assert mlflow_token_gate.allowed > 0
+    assert set(mlflow_token_gate.refused) <= {"GET /health"}, mlflow_token_gate.refused
     assert "inside a container: True" in log  # the entrypoint's output, streamed into the task log
     assert "templated environment: True" in log
     # the token reached the container, and nothing but the entrypoint printing it put it in the log ...
