@@ -1,6 +1,7 @@
 """Batch scoring benchmark: the batch stage vs a raw ``model.predict`` loop over the same parquet file.
 
-Generates N rows x C numeric features plus an ``id`` key column (parquet, row groups of 100,000 rows),
+Generates N rows x C numeric features plus an ``id`` key column (parquet, row groups of 100,000 rows)
+and, for the ``transform`` model, the same with the last 5 features strings (8-12 levels, 1% missing);
 trains each model on a 20,000-row sample, logs it to a throw-away embedded MLflow store (registered,
 ``@champion``), then times, interleaved, in this one process (same libraries, same warm page cache):
 
@@ -10,6 +11,9 @@ trains each model on a 20,000-row sample, logs it to a throw-away embedded MLflo
   (``models:/<model>@champion`` -> version), ``load_model`` (from the MLflow store) and ``score_file``
   (same chunks; output: row number, ``id``, prediction, probability when free, model name/version,
   scored_at, file metadata, atomic rename).
+- models: ``logreg`` (I/O-bound), ``forest`` (20 trees, model-bound), ``transform`` (the ``Pipeline`` the
+  train stage builds from a spec's ``transform`` section - imputers, scaler, one-hot encoder - and a
+  logistic regression: what a model trained from YAML on a table with categorical columns scores with).
 - ``pyfunc``: ``ours`` with the model loaded through ``mlflow.pyfunc`` instead of the sklearn flavor
   (the wrapper's cost; the stage uses the native object whenever the model has the sklearn flavor).
 
@@ -18,7 +22,7 @@ ours; the whole loop for raw). Wall time for ours also includes resolving the al
 model from MLflow. The ratio reported is the median of per-repetition throughput(ours)/throughput(raw)
 (goal >= 0.9). Predictions of every side must agree; the bench fails otherwise.
 
-    python bench/batch_bench.py                    # 1M x 20, logreg + forest, 4 repeats (~2 min)
+    python bench/batch_bench.py                    # 1M x 20, logreg + forest + transform, 4 repeats (~4 min)
     python bench/batch_bench.py --rows 200000 --repeat 2 --no-save
 """
 
@@ -39,18 +43,35 @@ from typing import Any
 
 GOAL = 0.9
 CHUNK_ROWS = 100_000
+CATEGORICAL = 5  # string columns of the `transform` model's table
+TRANSFORM = {
+    "numeric": {"impute": "median", "scale": "standard"},
+    "categorical": {"impute": "most_frequent", "encode": "onehot"},
+}
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
-def generate(path: Path, rows: int, columns: int, seed: int = 7) -> list[str]:
+def generate(path: Path, rows: int, columns: int, seed: int = 7, categorical: int = 0) -> list[str]:
+    """``columns`` features (the last ``categorical`` of them strings of 8-12 levels, 1% missing) + ``id``."""
     import numpy as np
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    names = [f"f{i:02d}" for i in range(columns)]
+    names = [f"f{i:02d}" for i in range(columns - categorical)]
+    names += [f"c{j:02d}" for j in range(categorical)]
     if not path.exists():
         rng = np.random.default_rng(seed)
-        data = {"id": np.arange(rows, dtype=np.int64), **{n: rng.normal(size=rows) for n in names}}
+        data: dict[str, Any] = {"id": np.arange(rows, dtype=np.int64)}
+        for i, name in enumerate(names):
+            values = rng.normal(size=rows)
+            if i >= columns - categorical:
+                levels = 8 + i % 5
+                codes = np.clip(((values + 2.5) / 5 * levels).astype(int), 0, levels - 1)
+                labels = np.array([f"{name}_{k}" for k in range(levels)], dtype=object)[codes]
+                labels[rng.random(rows) < 0.01] = None
+                data[name] = pa.array(labels, type=pa.string())
+            else:
+                data[name] = values
         pq.write_table(pa.table(data), path, row_group_size=100_000)
     return names
 
@@ -63,6 +84,12 @@ def train(path: Path, features: list[str], kind: str) -> Any:
     sample = pq.ParquetFile(path).read_row_group(0).to_pandas().head(20_000)
     x = sample[features]
     y = (x.iloc[:, 0] + 0.5 * x.iloc[:, 1] - x.iloc[:, 2] > 0).astype(int)
+    if kind == "transform":  # what the train stage builds from a spec's transform section
+        from mlops_provider.preprocessing import model_pipeline, prepare_features
+
+        x, columns = prepare_features(x, TRANSFORM)
+        assert columns is not None and len(columns.categorical) == CATEGORICAL, columns
+        return model_pipeline(LogisticRegression(max_iter=500), columns, TRANSFORM).fit(x, y)
     model = (
         LogisticRegression(max_iter=500)
         if kind == "logreg"
@@ -137,7 +164,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--columns", type=int, default=20)
     parser.add_argument("--repeat", type=int, default=4, help="interleaved repetitions of each side")
-    parser.add_argument("--models", default="logreg,forest", help="comma-separated: logreg, forest")
+    parser.add_argument("--models", default="logreg,forest,transform",
+                        help="comma-separated: logreg, forest, transform (a spec's transform section + "
+                        f"logistic regression over a table whose last {CATEGORICAL} features are strings)")
     parser.add_argument("--no-pyfunc", action="store_true", help="skip the pyfunc-wrapper variant")
     parser.add_argument("--no-save", action="store_true", help="do not write bench/results/")
     parser.add_argument("--data-dir", type=Path, default=Path(tempfile.gettempdir()) / "mlops-batch-bench")
@@ -156,8 +185,13 @@ def main(argv: list[str] | None = None) -> int:
 
     t0 = time.perf_counter()
     load = os.getloadavg()
-    source = cached
-    features = generate(source, args.rows, args.columns)
+    inputs = {"numeric": cached, "mixed": cached.with_name(cached.stem + f"_cat{CATEGORICAL}.parquet")}
+    names = {
+        "numeric": generate(inputs["numeric"], args.rows, args.columns),
+        "mixed": generate(inputs["mixed"], args.rows, args.columns, categorical=CATEGORICAL)
+        if "transform" in args.models else [],
+    }
+    source = inputs["numeric"]
     shutil.rmtree(work / ".mlops", ignore_errors=True)  # a fresh MLflow store each time
     print(
         f"data: {args.rows:,} rows x {args.columns} features + id, {source.stat().st_size / 1e6:.0f} MB "
@@ -168,6 +202,8 @@ def main(argv: list[str] | None = None) -> int:
     lines: list[str] = []
     ok = True
     for kind in args.models.split(","):
+        table = "mixed" if kind == "transform" else "numeric"
+        source, features = inputs[table], names[table]
         model = train(source, features, kind)
         name = f"bench_{kind}"
         import pyarrow.parquet as pq
@@ -217,7 +253,10 @@ def main(argv: list[str] | None = None) -> int:
     header = [
         f"# Batch scoring benchmark ({dt.date.today().isoformat()})",
         "",
-        f"{args.rows:,} rows x {args.columns} float64 features + int64 id, parquet (row groups of 100,000), "
+        f"{args.rows:,} rows x {args.columns} float64 features + int64 id (for `transform`: the last "
+        f"{CATEGORICAL} features strings of 8-12 levels with 1% missing; the model: what the train stage "
+        "builds from `transform: {numeric: {impute: median, scale: standard}, categorical: {impute: "
+        "most_frequent, encode: onehot}}` + logistic regression), parquet (row groups of 100,000), "
         f"chunks of {CHUNK_ROWS:,} rows; {args.repeat} interleaved repetitions after a warm-up; medians. "
         f"Python {platform.python_version()}, {os.cpu_count()} cores (shared; load average at the start "
         f"{load[0]:.1f}, at the end {os.getloadavg()[0]:.1f}). Command: "
