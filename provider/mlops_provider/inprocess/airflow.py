@@ -94,9 +94,10 @@ def release_memory() -> None:
     import gc
 
     gc.collect()
-    libc = ctypes.util.find_library("c")
-    if libc and hasattr(ctypes.CDLL(libc), "malloc_trim"):
-        ctypes.CDLL(libc).malloc_trim(0)
+    name = ctypes.util.find_library("c")
+    trim = getattr(ctypes.CDLL(name), "malloc_trim", None) if name else None  # glibc only
+    if trim is not None:
+        trim(0)
 
 
 def read_xcom(dag_id: str, run_id: str) -> dict[str, dict[str, Any]]:

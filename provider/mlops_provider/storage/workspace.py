@@ -166,7 +166,7 @@ def read_parquet_frames(uri: str, conn_id: str | None, *groups: Sequence[str] | 
     named in another group. (Selecting columns of a whole DataFrame would copy them.)"""
     import pyarrow.parquet as pq
 
-    source: Any = pa_buffer(read_bytes(uri, conn_id)) if is_s3(uri) else uri.removeprefix("file://")
+    source: Any = io.BytesIO(read_bytes(uri, conn_id)) if is_s3(uri) else uri.removeprefix("file://")
     try:
         table = pq.read_table(source)
     except Exception as exc:
@@ -176,15 +176,7 @@ def read_parquet_frames(uri: str, conn_id: str | None, *groups: Sequence[str] | 
     if missing:
         raise StageError(f"column(s) {', '.join(map(repr, missing))} not in {uri}")
     rest = [c for c in table.column_names if c not in named]
-    frames = [table.select(list(group) if group is not None else rest).to_pandas() for group in groups]
-    del table
-    return frames
-
-
-def pa_buffer(data: bytes) -> Any:
-    import pyarrow as pa
-
-    return pa.BufferReader(data)
+    return [table.select(list(group) if group is not None else rest).to_pandas() for group in groups]
 
 
 def to_parquet_bytes(frame: pd.DataFrame) -> bytes:
