@@ -93,15 +93,20 @@ def _open_cache(folder: Path) -> SpecCache | None:
     return SpecCache.open(folder)
 
 
+def declared_name(raw: bytes) -> str | None:
+    """The pipeline name a spec file's top-level ``name:`` line declares, read without parsing the YAML
+    (so it works on an invalid spec too); None when there is no such line or it is not a valid name."""
+    match = _NAME_LINE.search(raw)
+    return match.group(1).decode() if match else None
+
+
 def _may_define(path: Path, dag_id: str) -> bool:
     """Cheap pre-check on the raw bytes, so a worker reads one spec instead of all of them."""
     try:
-        match = _NAME_LINE.search(path.read_bytes())
+        name = declared_name(path.read_bytes())
     except OSError:
         return False
-    if match is None:
-        return True
-    return may_be_dag_of(dag_id, match.group(1).decode())
+    return name is None or may_be_dag_of(dag_id, name)
 
 
 def _folders(folder: str | Path | None, project_root: str | Path | None) -> tuple[Path, Path]:

@@ -72,6 +72,9 @@ class PipelineRow:
     spec_file: str
     issues: list[str] = field(default_factory=list)
     name: str | None = None
+    #: the DAG whose readers may see this row: the pipeline's own; for an invalid spec the one its
+    #: ``name:`` line names (else the file's stem), so its owners see their broken spec and others do not
+    dag_id: str = ""
     dag_ids: dict[str, str] = field(default_factory=dict)  # dag id -> kind (training, monitor, batch)
     dag_states: dict[str, str] = field(default_factory=dict)  # dag id -> one of DAG_STATES
     monitored: bool = False  # the spec has a monitor section
@@ -103,10 +106,13 @@ def load_rows(folder: Path | None = None, project_root: Path | None = None) -> l
 
 
 def _row(item: LoadedSpec) -> PipelineRow:
+    from mlops_provider.loader import declared_name
+
     row = PipelineRow(spec_file=item.display_path, issues=[issue.format() for issue in item.issues])
+    row.dag_id = declared_name(item.text.encode()) or item.path.stem
     spec = item.spec
     if spec is not None:
-        row.name = spec.name
+        row.name = row.dag_id = spec.name
         row.dag_ids = dict(spec.dag_ids)
         row.model_name = spec.model_name
         row.monitored = spec.monitor is not None
@@ -120,17 +126,17 @@ def collect(
     folder: Path | None = None,
     project_root: Path | None = None,
 ) -> list[PipelineRow]:
-    """The page's rows: every invalid spec, and every valid one whose training DAG the user may read."""
+    """The page's rows: each spec whose training DAG the user may read (:attr:`PipelineRow.dag_id`: an
+    invalid spec counts as the DAG it names, which a user with access to every DAG may read too)."""
     rows: list[PipelineRow] = []
     hooks: dict[str | None, MLflowHook] = {}
     down: dict[str, str] = {}
     for row, spec in load_rows(folder, project_root):
-        if spec is None:
-            rows.append(row)
-            continue
-        if not readable_dag_ids(spec.name):
+        if not readable_dag_ids(row.dag_id):
             continue
         rows.append(row)
+        if spec is None:
+            continue
         if session is not None:
             row.dag_states = dag_states(session, list(row.dag_ids))
             row.last_run = last_run(session, spec.name)
