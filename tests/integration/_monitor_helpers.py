@@ -150,20 +150,6 @@ def queued_for(uri: str) -> list[str]:
         ).all())
 
 
-def scheduler_creates_dag_runs() -> None:
-    """One pass of the scheduler's DAG-run creation (``SchedulerJobRunner._create_dagruns_for_dags``), the
-    step that turns ``AssetDagRunQueue`` rows into asset-triggered DAG runs. Private API, used as Airflow's
-    own scheduler tests use it: a whole scheduler process would also start running the tasks."""
-    from airflow.jobs.job import Job
-    from airflow.jobs.scheduler_job_runner import SchedulerJobRunner
-    from airflow.utils.session import create_session
-    from airflow.utils.sqlalchemy import prohibit_commit
-
-    runner = SchedulerJobRunner(job=Job(), executors=[])
-    with create_session() as session, prohibit_commit(session) as guard:
-        runner._create_dagruns_for_dags(guard, session)
-
-
 def dag_runs(dag_id: str) -> list[Any]:
     from airflow.models.dagrun import DagRun
     from airflow.utils.session import create_session

@@ -2,8 +2,10 @@
 register and deploy. The approver answers through Airflow's real REST API (the FastAPI core app with the
 simple auth manager, in-process), exactly as the "Required actions" page does, while ``dag.test()`` waits.
 
-Approve → the alias moves and the audit trail names the approver and their reason; Reject or no answer
-before the timeout → deploy is skipped, the alias stays, the MLflow run records the rejection and ends.
+Approve → the alias moves and the audit trail names the approver and their reason; Reject → deploy is
+skipped, the alias stays, the MLflow run records the rejection and ends. No answer before the timeout needs
+the scheduler's timeout sweep: ``test_approval_server.py`` (a real scheduler), as does an answer through a
+real api-server.
 """
 
 from __future__ import annotations
@@ -277,30 +279,6 @@ def test_reject_skips_deploy_and_keeps_the_champion(
     assert run.data.tags["mlops.approval"] == "rejected"
     assert run.data.tags["mlops.approval_by"] == "bob"
     assert run.data.tags["mlops.approval_reason"] == "wait for the new data"
-
-
-def test_no_answer_before_the_timeout_rejects(
-    airflow_home, approvers: Approvers, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Airflow 3.3's scheduler resolves expired HITL waits (its ``check_awaiting_input_timeouts`` sweep);
-    ``dag.test()`` has no scheduler, so the test runs that sweep once the deadline passed."""
-    from airflow.jobs.job import Job
-    from airflow.jobs.scheduler_job_runner import SchedulerJobRunner
-
-    project, name, dag = _project(tmp_path, monkeypatch, "{timeout: 2s}")
-
-    def expire(run_id: str) -> None:
-        time.sleep(3)
-        SchedulerJobRunner(job=Job(), executors=[]).check_awaiting_input_timeouts()
-
-    dag_run, _ = run_answering(airflow_home, dag, expire)
-    assert states(dag_run)["deploy"] == "skipped", states(dag_run)
-    client = embedded_client(project)
-    assert alias_holder(client, f"{name}_model", "champion") is None
-    (run,) = pipeline_runs(client, name)
-    assert run.info.status == "FINISHED"  # a rejection ends the run; it is not a failure
-    assert run.data.tags["mlops.approval"] == "rejected" and run.data.tags["mlops.approval_by"] == "timeout"
-    assert run.data.tags["mlops.approval_reason"] == "no decision before the approval timeout"
 
 
 def test_deploy_refuses_without_an_approval_in_a_hand_written_dag(

@@ -1,25 +1,31 @@
 """The retraining loop, as a user runs it: the factory's training DAG promotes a champion, the monitor DAG
 checks live data against the champion's training data, and only drift queues an asset-triggered run of
-the training DAG (through the scheduler's own DAG-run creation)."""
+the training DAG. In-process (``dag.test()``) up to the queue; in a running Airflow (the ``airflow_server``
+fixture: api-server, scheduler, LocalExecutor) the scheduler then starts that run and it retrains."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from tests.fixtures.processes import wait_for
 from tests.integration._monitor_helpers import (
+    MONITOR_SPEC,
     asset_events,
     dag_runs,
     embedded_client,
     monitor_conf,
     queued_for,
-    scheduler_creates_dag_runs,
     spec_dags,
     unpause,
     write_live_data,
 )
 from tests.integration._stage_helpers import make_project, states, unique, xcom
+
+if TYPE_CHECKING:
+    from tests.fixtures.airflow import AirflowServer
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -47,7 +53,6 @@ def test_drift_queues_a_retrain_and_no_drift_does_not(airflow_home, tmp_path: Pa
     # 2. live data like the training data: checked, recorded, no retrain
     calm = airflow_home.dag_test(monitor, **monitor_conf("stable"))
     assert states(calm) == {"detect_drift": "success", "request_retrain": "skipped"}
-    scheduler_creates_dag_runs()
     assert asset_events(asset) == [] and queued_for(asset) == []
     assert [r.run_id for r in dag_runs(name)] == [first.run_id]
 
@@ -56,16 +61,11 @@ def test_drift_queues_a_retrain_and_no_drift_does_not(airflow_home, tmp_path: Pa
     assert states(stormy) == {"detect_drift": "success", "request_retrain": "success"}
     verdict = xcom(stormy, "detect_drift")
     assert verdict["dataset_drift"] is True and verdict["model_version"] == str(champion["version"])
-    assert queued_for(asset) == [name]
-    scheduler_creates_dag_runs()
-    assert queued_for(asset) == []  # consumed by the new run
-    (retrain,) = [r for r in dag_runs(name) if r.run_id != first.run_id]
-    assert str(retrain.run_type) in ("asset_triggered", "DagRunType.ASSET_TRIGGERED")
-    assert str(retrain.state) in ("queued", "DagRunState.QUEUED")
-    (trigger,) = retrain.consumed_asset_events
-    assert trigger.source_run_id == stormy.run_id and trigger.source_task_id == "request_retrain"
-    assert trigger.extra["mlflow_run_id"] == verdict["mlflow_run_id"]
-    assert trigger.extra["drifted_columns"] == verdict["drifted_columns"]
+    assert queued_for(asset) == [name]  # the scheduler's to-do: see the airflow_server test below
+    (event,) = asset_events(asset)
+    assert event["source_run_id"] == stormy.run_id and event["source_task_id"] == "request_retrain"
+    assert event["extra"]["mlflow_run_id"] == verdict["mlflow_run_id"]
+    assert event["extra"]["drifted_columns"] == verdict["drifted_columns"]
 
     # both checks are monitoring runs next to the training run, linked to the champion version
     client = embedded_client(project)
@@ -75,3 +75,64 @@ def test_drift_queues_a_retrain_and_no_drift_does_not(airflow_home, tmp_path: Pa
     assert {r.data.tags["mlops.dataset_drift"] for r in monitoring} == {"true", "false"}
     assert {r.data.tags["mlops.model_version"] for r in monitoring} == {str(champion["version"])}
     assert {r.data.tags["mlops.current_data_uri"] for r in monitoring} == {str(p) for p in live.values()}
+
+
+def test_the_running_scheduler_retrains_after_drift(airflow_server: AirflowServer) -> None:
+    """The whole loop with no step done by hand: drift found by the monitor DAG's run makes the scheduler
+    start an asset-triggered run of the training DAG, which trains on the source's new rows and registers
+    a second version (on unchanged data it would reuse the cached model: no new version)."""
+    import pandas as pd
+
+    name = unique("loop_server")
+    project = airflow_server.project_root
+    source = project / "data" / name / "train.csv"
+    source.parent.mkdir(parents=True)
+    spec = MONITOR_SPEC.format(name=name).replace("data/breast_cancer.csv", f"data/{name}/train.csv", 1)
+    spec = spec.replace('monitor:\n  schedule: "@daily"', "monitor:\n  schedule: null", 1)
+    original = pd.read_csv(project / "include" / "data" / "breast_cancer.csv")
+    original.to_csv(source, index=False)
+    drifted = original.copy()
+    features = [c for c in drifted.columns if c != "target"]
+    drifted[features] = drifted[features] * 1.6
+    live = project / "data" / "live"
+    live.mkdir(parents=True, exist_ok=True)
+    drifted.to_csv(live / "drifted.csv", index=False)
+    path = airflow_server.pipelines_folder / f"{name}.yaml"
+    path.write_text(spec)
+    try:
+        first = airflow_server.trigger(name)
+        airflow_server.wait_run(name, first, timeout=600)
+        # the live rows, labelled since, join the training data
+        pd.concat([original, drifted], ignore_index=True).to_csv(source, index=False)
+        check = airflow_server.trigger(f"{name}_monitor", conf={"batch": "drifted"})
+        airflow_server.wait_run(f"{name}_monitor", check, timeout=600)
+        assert airflow_server.task_states(f"{name}_monitor", check) == {
+            "detect_drift": "success", "request_retrain": "success"}  # fmt: skip
+
+        def retrain_run() -> dict[str, Any] | None:
+            status, body = airflow_server.request("GET", f"/api/v2/dags/{name}/dagRuns")
+            assert status == 200, body
+            runs = [r for r in body["dag_runs"] if r["dag_run_id"] != first]
+            assert len(runs) <= 1, runs  # one drift, one retrain
+            return runs[0] if runs else None
+
+        wait_for(lambda: retrain_run() is not None, what="the scheduler's asset-triggered run", timeout=120)
+        retrain = retrain_run()
+        assert retrain is not None and retrain["run_type"] == "asset_triggered", retrain
+        airflow_server.wait_run(name, retrain["dag_run_id"], timeout=600)
+        status, body = airflow_server.request(
+            "GET", f"{airflow_server.run_path(name, retrain['dag_run_id'])}/upstreamAssetEvents")
+        assert status == 200, body
+        (event,) = body["asset_events"]
+        assert event["source_dag_id"] == f"{name}_monitor" and event["source_run_id"] == check, event
+        assert event["extra"]["drifted_columns"], event
+
+        client = airflow_server.mlflow.client()
+        versions = client.search_model_versions(f"name='{name}_model'")
+        assert sorted(int(v.version) for v in versions) == [1, 2]  # the retrain registered a new version
+        (retrained,) = [v for v in versions if v.version == "2"]
+        tags = client.get_run(retrained.run_id).data.tags
+        assert tags["airflow.run_id"] == retrain["dag_run_id"] and tags["mlops.verdict"] == "passed", tags
+        assert client.get_model_version_by_alias(f"{name}_model", "champion").version == "2"
+    finally:
+        path.unlink()
