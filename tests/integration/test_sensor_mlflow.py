@@ -246,7 +246,7 @@ def test_trigger_fires_on_a_tag_condition(project: Path) -> None:
 
 
 def test_trigger_reports_an_unreachable_server_by_name() -> None:
-    """A server that never answers: an error event naming it once ``unreachable_timeout`` has passed."""
+    """A server that never answers: an ``unreachable`` event naming it once ``unreachable_timeout`` passed."""
     from mlops_provider.triggers.mlflow import MLflowModelVersionTrigger
     from tests.fixtures.processes import free_port
 
@@ -263,7 +263,7 @@ def test_trigger_reports_an_unreachable_server_by_name() -> None:
         )
         payload, waited = first_event(trigger)
 
-    assert payload["status"] == "error"
+    assert payload["status"] == "unreachable"
     assert waited < 30
     assert f"MLflow tracking server at {uri} is unreachable" in payload["message"]
     assert "unreachable_timeout=1 s" in payload["message"]
@@ -371,6 +371,47 @@ def test_sensor_times_out_with_a_clear_message_and_no_retry(
     (error,) = errors
     assert type(error).__name__ == "AirflowSensorTimeout"
     assert f"version 2 of model {name!r} with status READY and tags approved=yes" in str(error)
+
+
+@pytest.mark.parametrize("deferrable", [True, False], ids=["deferrable", "poke"])
+def test_an_unreachable_server_fails_as_a_server_down_and_is_retried(
+    airflow_home, monkeypatch: pytest.MonkeyPatch, deferrable: bool
+) -> None:
+    """Past ``unreachable_timeout`` the task fails as a server that is down (transient): the task's
+    retries apply, in both modes alike, and the error names the server."""
+    from airflow.sdk import DAG
+
+    from mlops_provider.sensors.mlflow import MLflowModelVersionSensor
+    from tests.fixtures.processes import free_port
+
+    uri = f"http://127.0.0.1:{free_port()}"
+    monkeypatch.setenv("AIRFLOW_CONN_NOWHERE", json.dumps({"conn_type": "mlflow", "host": uri}))
+    retried: list[BaseException] = []
+    failed: list[BaseException] = []
+    dag_id = unique("unreachable")
+    with DAG(dag_id, schedule=None, start_date=dt.datetime(2024, 1, 1)) as dag:
+        MLflowModelVersionSensor(
+            task_id="wait",
+            model_name="churn",
+            alias="champion",
+            mlflow_conn_id="nowhere",
+            deferrable=deferrable,
+            poke_interval=0.2,
+            unreachable_timeout=1.0,
+            timeout=120,
+            retries=1,
+            retry_delay=dt.timedelta(seconds=0),
+            on_retry_callback=lambda context: retried.append(context["exception"]),
+            on_failure_callback=lambda context: failed.append(context["exception"]),
+        )
+    run = airflow_home.dag_test(dag)
+
+    assert states(run) == {"wait": "failed"}
+    assert len(retried) == 1 and len(failed) == 1, (retried, failed)  # retried once, then failed for good
+    for error in (*retried, *failed):
+        assert type(error).__name__ == "ServiceUnavailableError", repr(error)
+        assert f"MLflow tracking server at {uri} is unreachable" in str(error)
+        assert "unreachable_timeout=1 s" in str(error)
 
 
 def test_follow_champion_example_dag_records_a_manual_promotion(airflow_home, project: Path) -> None:

@@ -16,9 +16,11 @@ pins the condition. A retry starts a new wait from the alias's then-current vers
 across retries, template ``not_version`` (e.g. from the XCom of the task that last deployed).
 
 Errors: an unreachable tracking server is waited out (a warning per check) until ``timeout``, or until
-``unreachable_timeout`` seconds without an answer if set; a timeout fails the task without retries
+``unreachable_timeout`` seconds without an answer if set. A ``timeout`` fails the task without retries
 (``AirflowSensorTimeout``, or skipped with ``soft_fail``) with a message that says what was awaited and
-names the server when the last checks could not reach it. Other errors (wrong credentials, a version whose
+names the server when the last checks could not reach it. Passing ``unreachable_timeout`` fails it with
+``ServiceUnavailableError`` naming the server, in both modes: a server that is down is transient, so the
+task's retries apply (each retry starts a new wait). Other errors (wrong credentials, a version whose
 registration failed) fail at once.
 """
 
@@ -187,6 +189,8 @@ class MLflowModelVersionSensor(FailFast, BaseSensorOperator):
             return self._fired(context, event["model_version"])
         if event.get("status") == "timeout":
             raise AirflowSensorTimeout(event.get("message") or "timed out")
+        if event.get("status") == "unreachable":  # as in poke mode: a server down is what retries are for
+            raise ServiceUnavailableError(event.get("message") or "the tracking server is unreachable")
         raise StageError(event.get("message") or f"the MLflow model version trigger failed: {event}")
 
     def _fired(self, context: Context, info: dict[str, Any]) -> dict[str, Any]:

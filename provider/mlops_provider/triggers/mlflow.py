@@ -131,8 +131,8 @@ class ModelVersionWatch:
 class MLflowModelVersionTrigger(BaseTrigger):
     """Fire once the registry meets a :class:`ModelVersionWatch` condition (see its docstring).
 
-    Events: ``{"status": "success", "model_version": {...}}``; or ``{"status": "timeout" | "error",
-    "message": ...}``.
+    Events: ``{"status": "success", "model_version": {...}}``; or ``{"status": "timeout" | "unreachable" |
+    "error", "message": ...}``.
 
     :param model_name: registered model name.
     :param alias: alias to watch.
@@ -144,7 +144,7 @@ class MLflowModelVersionTrigger(BaseTrigger):
     :param mlflow_conn_id: Airflow connection of type ``mlflow`` (only its id is serialized, never a secret).
     :param poke_interval: seconds between checks.
     :param end_time: UNIX time at which to give up with a ``timeout`` event; ``None`` waits forever.
-    :param unreachable_timeout: give up with an ``error`` event after this many seconds without reaching
+    :param unreachable_timeout: give up with an ``unreachable`` event after this many seconds without reaching
         the tracking server; ``None`` waits it out until ``end_time``.
     """
 
@@ -215,7 +215,7 @@ class MLflowModelVersionTrigger(BaseTrigger):
                         f"{exc} (for {down_for:.0f} s, more than unreachable_timeout="
                         f"{self.unreachable_timeout:.0f} s) while waiting for {self.watch.describe()}"
                     )
-                    yield TriggerEvent({"status": "error", "message": message})
+                    yield TriggerEvent({"status": "unreachable", "message": message})
                     return
                 info = None
             except Exception as exc:  # not transient: wrong credentials, a failed registration, a bad name
