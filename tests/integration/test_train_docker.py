@@ -119,18 +119,28 @@ def test_trains_in_a_container_against_the_embedded_store(
     import pandas as pd
     from mlflow import MlflowClient
 
+    from mlops_provider.docker_engine import LABEL_PREFIX
     from mlops_provider.hooks.mlflow import embedded_tracking_uri
 
     experiment, dag_id = unique("exp"), unique("docker_local")
     dag_ids.append(dag_id)
-    runner = docker_runner(docker_engine, network_mode="none", mem_limit="1g", cpus=1)
+    # kept after the run (auto_remove false), so the limits are read back from the engine itself
+    runner = docker_runner(docker_engine, network_mode="none", mem_limit="1g", cpus=1, auto_remove=False)
     dag = pipeline(dag_id, "data/breast_cancer.csv", {"train": {
         "runner": runner, "estimator": "sklearn.ensemble.RandomForestClassifier",
         "hyperparams": {"n_estimators": 10, "max_depth": 3}}}, experiment=experiment)  # fmt: skip
     run = airflow_home.dag_test(dag)
     log = capfd.readouterr().out
     assert states(run) == {"ingest": "success", "train": "success"}
-    assert "Training in container mlops-" in log and "(network none, memory 1g, cpus 1.0)" in log
+    engine = docker_engine.client()
+    (container,) = engine.containers.list(all=True, filters={"label": f"{LABEL_PREFIX}dag_id={dag_id}"})
+    try:
+        host = container.attrs["HostConfig"]
+        assert (host["NetworkMode"], host["Memory"], host["NanoCpus"]) == ("none", 1024**3, 10**9), host
+        assert container.attrs["State"]["ExitCode"] == 0
+        assert f"Kept container {container.id[:12]} (auto_remove is false)" in log
+    finally:
+        container.remove(force=True)
 
     out, ingested = xcom(run, "train"), xcom(run, "ingest")
     assert out["mlflow_run_id"] == ingested["mlflow_run_id"]
