@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from tests.fixtures.processes import wait_for
 from tests.integration._e2e_helpers import alias_holder, unique
 from tests.integration._stage_helpers import pipeline_runs
 
@@ -33,6 +34,16 @@ def _approval_spec(server: AirflowServer, name: str, approval: str) -> str:
 
 def _hitl_path(server: AirflowServer, dag_id: str, run_id: str) -> str:
     return f"{server.run_path(dag_id, run_id)}/taskInstances/approve/-1/hitlDetails"
+
+
+def _parked_process_exited(server: AirflowServer, dag_id: str) -> bool:
+    """The scheduler logged the executor's event for the exit of the approval task's first process."""
+    (scheduler,) = [s for s in server.services if s.name == "scheduler"]
+    return any(
+        "Received executor event with state success" in line and f"dag_id='{dag_id}'" in line
+        and "task_id='approve'" in line
+        for line in scheduler.log_path.read_text(errors="replace").splitlines()
+    )
 
 
 def _the_pipeline_run(server: AirflowServer, name: str) -> Any:
@@ -81,6 +92,12 @@ def test_an_approver_answers_through_the_api_server(airflow_server: AirflowServe
             assert time.monotonic() < deadline, f"approve never asked: {states}\n{airflow_server.log_tails()}"
             time.sleep(2)
         assert detail["response_received"] is False and detail["options"] == ["Approve", "Reject"], detail
+        # Answer as a person would, not within the second: once the scheduler has seen the parked task's
+        # first process exit. An answer before that resumes the task, and the exit's late "success" event
+        # then fails the resumed try ("Task not in running state current_state=failed": Airflow 3.3.2's
+        # scheduler handles that race for deferred tasks, not for awaiting_input ones; seen in CI).
+        wait_for(lambda: _parked_process_exited(airflow_server, name),
+                 what="the approval's first process exit", timeout=120)
         assert airflow_server.task_states(name, run_id)["deploy"] in (None, "none"), "deploy ran unapproved"
         answer = {"chosen_options": ["Approve"], "params_input": {"reason": "checked on the server"}}
         status, body = airflow_server.request("PATCH", path, answer)

@@ -19,11 +19,15 @@ from pathlib import Path
 
 import pytest
 
-from tests.fixtures.airflow import AirflowAPI, _airflow_server_env, _migrated_db_template, start_api_server
+from tests.fixtures.airflow import (
+    AirflowAPI,
+    _airflow_server_env,
+    _migrated_db_template,
+    new_airflow_project,
+    start_api_server,
+)
 from tests.fixtures.mlflow import MLflowServer
-from tests.fixtures.processes import REPO_ROOT
-
-pytest.importorskip("airflow.providers.fab", reason="apache-airflow-providers-fab is a dev requirement")
+from tests.fixtures.processes import REPO_ROOT, service_missing
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -53,14 +57,12 @@ def _airflow(env: dict[str, str], cwd: Path, *args: str) -> str:
 def fab_server(
     mlflow_server_local: MLflowServer, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[FabServer]:
+    try:
+        import airflow.providers.fab  # noqa: F401
+    except ImportError:
+        service_missing("apache-airflow-providers-fab is not installed (a dev requirement)")
     base = tmp_path_factory.mktemp("fab-server")
-    home, project = base / "home", base / "project"
-    pipelines = project / "dags" / "pipelines"
-    pipelines.mkdir(parents=True)
-    home.mkdir()
-    for dag_file in ("ml_pipelines.py", "ml_pipelines_spec_errors.py"):
-        shutil.copyfile(REPO_ROOT / "dags" / dag_file, project / "dags" / dag_file)
-    shutil.copytree(REPO_ROOT / "include", project / "include")
+    home, project, pipelines = new_airflow_project(base)
     example = (REPO_ROOT / "dags" / "pipelines" / "breast_cancer.yaml").read_text()
     for name in PIPELINES:
         (pipelines / f"{name}.yaml").write_text(

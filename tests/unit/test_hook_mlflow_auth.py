@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.fixtures.processes import VENV_BIN, ServiceProcess, free_port, http_get, wait_for
+from tests.fixtures.processes import VENV_BIN, ServiceProcess, free_port, http_get, service_missing, wait_for
 
 pytestmark = pytest.mark.integration
 ADMIN_PASSWORD = "adm-Pw-5c1e0b7d"
@@ -19,7 +19,10 @@ ADMIN_PASSWORD = "adm-Pw-5c1e0b7d"
 
 @pytest.fixture(scope="module")
 def auth_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    pytest.importorskip("flask_wtf", reason="MLflow's basic-auth app needs Flask-WTF (dev extra)")
+    try:
+        import flask_wtf  # noqa: F401
+    except ImportError:
+        service_missing("MLflow's basic-auth app needs Flask-WTF (dev extra)")
     base = tmp_path_factory.mktemp("mlflow-auth")
     ini = base / "auth.ini"
     ini.write_text(
