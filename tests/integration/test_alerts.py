@@ -81,9 +81,15 @@ def smtp_server() -> Iterator[SmtpSink]:
         from aiosmtpd.controller import Controller
     except ImportError:
         service_missing("aiosmtpd is not installed (dev extra)")
-    sink = SmtpSink(port=free_port())
-    controller = Controller(sink, hostname="127.0.0.1", port=sink.port)
-    controller.start()
+    for attempt in range(3):  # a port picked free may be taken by someone else before the server binds it
+        sink = SmtpSink(port=free_port())
+        controller = Controller(sink, hostname="127.0.0.1", port=sink.port)
+        try:
+            controller.start()
+            break
+        except OSError:  # EADDRINUSE: pick another port
+            if attempt == 2:
+                raise
     try:
         yield sink
     finally:
