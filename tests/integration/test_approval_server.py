@@ -53,9 +53,7 @@ def _the_pipeline_run(server: AirflowServer, name: str) -> Any:
 
 def test_the_scheduler_rejects_an_approval_nobody_answers(airflow_server: AirflowServer) -> None:
     name = unique("approval_timeout")
-    spec = airflow_server.pipelines_folder / f"{name}.yaml"
-    spec.write_text(_approval_spec(airflow_server, name, "{timeout: 5s}"))
-    try:
+    with airflow_server.pipeline_spec(name, _approval_spec(airflow_server, name, "{timeout: 5s}")):
         run_id = airflow_server.trigger(name)
         airflow_server.wait_run(name, run_id, timeout=600)
         states = airflow_server.task_states(name, run_id)
@@ -69,17 +67,13 @@ def test_the_scheduler_rejects_an_approval_nobody_answers(airflow_server: Airflo
         assert run.data.tags["mlops.approval"] == "rejected"
         assert run.data.tags["mlops.approval_by"] == "timeout"
         assert run.data.tags["mlops.approval_reason"] == "no decision before the approval timeout"
-    finally:
-        spec.unlink()
 
 
 def test_an_approver_answers_through_the_api_server(airflow_server: AirflowServer) -> None:
     from mlops_provider.stages.deploy import history
 
     name = unique("approval_rest")
-    spec = airflow_server.pipelines_folder / f"{name}.yaml"
-    spec.write_text(_approval_spec(airflow_server, name, "{timeout: 1h}"))
-    try:
+    with airflow_server.pipeline_spec(name, _approval_spec(airflow_server, name, "{timeout: 1h}")):
         run_id = airflow_server.trigger(name)
         path = _hitl_path(airflow_server, name, run_id)
         deadline = time.monotonic() + 600
@@ -116,5 +110,3 @@ def test_an_approver_answers_through_the_api_server(airflow_server: AirflowServe
         assert run.info.status == "FINISHED"
         assert run.data.tags["mlops.approval"] == "approved"
         assert run.data.tags["mlops.approval_by"] == airflow_server.username
-    finally:
-        spec.unlink()

@@ -74,8 +74,6 @@ def fab_server(
     def fab_env(port: int) -> dict[str, str]:
         env = _airflow_server_env(home, project, port, home / "unused.json", mlflow_server_local)
         env["AIRFLOW__CORE__AUTH_MANAGER"] = FAB
-        # the same secrets for the CLI calls and the server (FAB signs its session cookies with them)
-        env["AIRFLOW__API_AUTH__JWT_SECRET"] = env["AIRFLOW__API__SECRET_KEY"] = "mlops-test-" + "x" * 32
         return {k: v for k, v in env.items() if not k.startswith("AIRFLOW__CORE__SIMPLE_AUTH_MANAGER")}
 
     env = fab_env(0)

@@ -97,9 +97,7 @@ def test_the_running_scheduler_retrains_after_drift(airflow_server: AirflowServe
     live = project / "data" / "live"
     live.mkdir(parents=True, exist_ok=True)
     drifted.to_csv(live / "drifted.csv", index=False)
-    path = airflow_server.pipelines_folder / f"{name}.yaml"
-    path.write_text(spec)
-    try:
+    with airflow_server.pipeline_spec(name, spec):
         first = airflow_server.trigger(name)
         airflow_server.wait_run(name, first, timeout=600)
         # the live rows, labelled since, join the training data
@@ -134,5 +132,3 @@ def test_the_running_scheduler_retrains_after_drift(airflow_server: AirflowServe
         tags = client.get_run(retrained.run_id).data.tags
         assert tags["airflow.run_id"] == retrain["dag_run_id"] and tags["mlops.verdict"] == "passed", tags
         assert client.get_model_version_by_alias(f"{name}_model", "champion").version == "2"
-    finally:
-        path.unlink()
