@@ -20,7 +20,9 @@ failure, so a bad dataset or a failed gate fails at once and a server that is do
         ├── NoAliasHolderError        no version of the registered model holds the alias (yet)
         ├── LineageMissingError       a model version's run does not record what a stage needs
         ├── DeploymentCheckError      a serving target failed to start or its health check; the alias
-        │                             did not move
+        │   │                         did not move
+        │   └── TargetBusyError       a serving target is in the middle of another change (an endpoint
+        │                             Updating): nothing was touched              (retryable)
         └── WatchFailedError          a watched model version reached a failed status (sensor/trigger)
 """
 
@@ -41,6 +43,7 @@ __all__ = [
     "SpecError",
     "SpecIssue",
     "StageError",
+    "TargetBusyError",
     "WatchFailedError",
     "describe",
 ]
@@ -155,6 +158,13 @@ class LineageMissingError(StageError):
 
 class DeploymentCheckError(StageError):
     """A serving target failed to start or failed its health check; the alias did not move."""
+
+
+class TargetBusyError(DeploymentCheckError):
+    """A serving target is busy with another change (e.g. a SageMaker endpoint ``Updating``); nothing was
+    touched and a retry may find it settled."""
+
+    retryable = True
 
 
 class WatchFailedError(StageError):

@@ -180,3 +180,23 @@ def training_dag(
         if extra is not None:
             extra(dag, tasks)
     return dag
+
+
+#: forests that beat each other in this order on the breast-cancer test split (a candidate must beat
+#: the champion)
+STRONGER = ({"n_estimators": 2, "max_depth": 1}, {"n_estimators": 5, "max_depth": 2},
+            {"n_estimators": 20, "max_depth": 4})
+
+
+def serving_dag(dag_id: str, experiment: str, model: str, target: dict[str, Any], step: int, *,
+                retries: int = 0, retry_delay: float = 0) -> Any:
+    """:func:`training_dag` whose deploy serves on ``target``, with a forest stronger than ``step - 1``'s."""
+    import datetime as dt
+
+    dag = training_dag(dag_id, experiment=experiment, model=model, hyperparams=STRONGER[step])
+    deploy = dag.get_task("deploy")
+    deploy.targets = [target]
+    deploy.target_column = "target"
+    deploy.retries = retries
+    deploy.retry_delay = dt.timedelta(seconds=retry_delay)
+    return dag

@@ -23,7 +23,7 @@ from tests.integration._e2e_helpers import (
     embedded_client,
     fluent_uris,
     make_project,
-    training_dag,
+    serving_dag,
     unique,
 )
 
@@ -108,20 +108,6 @@ def _predict(url: str, rows: list[dict[str, Any]]) -> list[Any]:
     return list(response.json()["predictions"])
 
 
-#: forests that beat each other in this order on the test split (a candidate must beat the champion)
-_STRONGER = ({"n_estimators": 2, "max_depth": 1}, {"n_estimators": 5, "max_depth": 2},
-             {"n_estimators": 20, "max_depth": 4})
-
-
-def _deploy_dag(dag_id: str, experiment: str, model: str, target: dict[str, Any], step: int) -> Any:
-    dag = training_dag(dag_id, experiment=experiment, model=model, hyperparams=_STRONGER[step])
-    deploy = dag.get_task("deploy")
-    deploy.targets = [target]
-    deploy.target_column = "target"
-    deploy.retries = 0
-    return dag
-
-
 def _events(docker_engine: Any, name: str, since: dt.datetime) -> list[tuple[int, str, str]]:
     """(time in ns, action, container name) of the target's containers since ``since``."""
     cli = docker_engine.client().api
@@ -145,7 +131,7 @@ def test_deploy_health_checks_then_swaps_and_a_failed_check_changes_nothing(
     client = embedded_client(project)
     rows = [{c: 1.0 for c in _feature_names()}]
 
-    first = run_dag(_deploy_dag(dag_id, experiment, model, target, 0))
+    first = run_dag(serving_dag(dag_id, experiment, model, target, 0))
     assert first.ok, first.failure
     assert first.xcom["deploy"]["serving"] == {f"docker:{name}": f"http://127.0.0.1:{port}"}
     assert alias_holder(client, model, "champion") == "1"
@@ -161,7 +147,7 @@ def test_deploy_health_checks_then_swaps_and_a_failed_check_changes_nothing(
     assert _predict(f"http://127.0.0.1:{port}", rows) == own
 
     started = dt.datetime.now(dt.timezone.utc) - dt.timedelta(seconds=1)
-    second = run_dag(_deploy_dag(dag_id, experiment, model, target, 1))
+    second = run_dag(serving_dag(dag_id, experiment, model, target, 1))
     assert second.ok, second.failure
     # the other slot: the old container kept serving on its port until the new one was healthy
     assert second.xcom["deploy"]["serving"] == {f"docker:{name}": f"http://127.0.0.1:{port + 1}"}
@@ -181,7 +167,7 @@ def test_deploy_health_checks_then_swaps_and_a_failed_check_changes_nothing(
 
     # a target that cannot serve (the image's own python3 has no mlflow): the alias and v2 stay
     broken = {**target, "python": "/usr/bin/python3", "environment": {}}
-    third = run_dag(_deploy_dag(dag_id, experiment, model, broken, 2))
+    third = run_dag(serving_dag(dag_id, experiment, model, broken, 2))
     assert third.state == "failed"
     error = third.task("deploy").error
     assert f"docker:{name}: v3 at http://127.0.0.1:{port}" in error
@@ -349,7 +335,7 @@ def test_bridge_network_blue_green_publishes_each_slot_and_the_live_one_restarts
         return cli.inspect_container(only["id"])  # type: ignore[no-any-return]
 
     for step, slot in ((0, port), (1, port + 1)):
-        result = run_dag(_deploy_dag(dag_id, experiment, model, bridge, step))
+        result = run_dag(serving_dag(dag_id, experiment, model, bridge, step))
         assert result.ok, result.failure
         version = str(step + 1)
         assert result.xcom["deploy"]["serving"] == {f"docker:{name}": f"http://127.0.0.1:{slot}"}

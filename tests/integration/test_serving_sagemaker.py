@@ -15,13 +15,16 @@ What the emulator cannot do, and how these tests deal with it:
   when the new fleet fails its health checks SageMaker rolls back — ``InService`` on the **previous**
   config with ``FailureReason`` set. An image whose tag is ``:broken`` stands for a container that fails
   (for ``CreateEndpoint`` too: ``Creating``, then ``Failed``).
-* No model container runs, so InvokeEndpoint answers are canned: each test queues what the endpoint
-  answers through moto's ``/moto-api/static/sagemaker/endpoint-results`` API — the model's real
-  predictions for the checks that must pass, a wrong one for the check that must fail. The comparison
-  itself is the target's real one. moto remembers an answer per (endpoint, request body), so each
-  version is checked with different sample rows.
+* moto runs no model container and answers InvokeEndpoint with canned data. ``_serve_models`` makes the
+  emulated endpoint answer as MLflow's pyfunc container does: the model behind the endpoint's current
+  config, read from the ``model.tar.gz`` the target uploaded to the emulated S3, loaded with
+  ``mlflow.pyfunc`` and scored by MLflow's own scoring server (``mlflow.pyfunc.scoring_server.invocations``,
+  what the container runs). So the answers are the uploaded model's, not the test's, and a tarball that is
+  not a loadable MLflow model fails the check. Only the test of *wrong* answers queues a canned answer
+  (moto's ``/moto-api/static/sagemaker/endpoint-results`` API), which then takes precedence.
 
-The candidates are real MLflow models (sklearn, logged and registered in a local MLflow store).
+The candidates are real MLflow models (sklearn, logged and registered in a local MLflow store); the
+operator-level tests train and register them with the stage operators through ``dag.test()``.
 """
 
 from __future__ import annotations
@@ -138,6 +141,54 @@ def _emulate_update_endpoint(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(SageMakerResponse, "update_endpoint", update_endpoint_response, raising=False)
 
 
+def _serve_models(monkeypatch: pytest.MonkeyPatch, workdir: Path) -> None:
+    """InvokeEndpoint answered by the endpoint's model, as MLflow's pyfunc serving container answers."""
+    from moto.s3.models import s3_backends
+    from moto.sagemaker.models import sagemaker_backends
+    from moto.sagemakerruntime.responses import SageMakerRuntimeResponse
+
+    canned = SageMakerRuntimeResponse.invoke_endpoint
+    loaded: dict[str, Any] = {}  # ModelDataUrl -> pyfunc model (a container loads its model once)
+
+    def load(url: str, account: str) -> Any:
+        if url not in loaded:
+            import mlflow.pyfunc
+
+            bucket, _, key = url.removeprefix("s3://").partition("/")
+            blob = s3_backends[account]["aws"].get_object(bucket, key).value
+            target = workdir / uuid.uuid4().hex  # /opt/ml/model in the container
+            with tarfile.open(fileobj=io.BytesIO(blob), mode="r:gz") as tar:
+                tar.extractall(target, filter="data")
+            loaded[url] = mlflow.pyfunc.load_model(str(target))
+        return loaded[url]
+
+    def invoke_endpoint(self: Any) -> Any:
+        if self.sagemakerruntime_backend.results_queue:  # a test queued what the endpoint answers
+            return canned(self)
+        from mlflow.pyfunc import scoring_server
+
+        backend = sagemaker_backends[self.current_account][self.region]
+        name = self._get_param("EndpointName")
+        endpoint = backend.endpoints.get(name)
+        if endpoint is None or endpoint.endpoint_status != "InService":
+            message = f"Endpoint {name} is not InService" if endpoint else f"Endpoint {name} not found"
+            return 400, {"Content-Type": "application/json"}, json.dumps(
+                {"__type": "ValidationError", "message": message}
+            )
+        config = backend.endpoint_configs[endpoint.endpoint_config_name]
+        model = backend._models[config.production_variants[0]["ModelName"]]
+        pyfunc = load(model.primary_container["ModelDataUrl"], self.current_account)
+        answer = scoring_server.invocations(
+            self.body.decode() if isinstance(self.body, bytes) else self.body,
+            self.headers.get("Content-Type", "application/json"),
+            pyfunc,
+            pyfunc.metadata.get_input_schema(),
+        )
+        return answer.status, {"Content-Type": answer.mimetype}, answer.response
+
+    monkeypatch.setattr(SageMakerRuntimeResponse, "invoke_endpoint", invoke_endpoint)
+
+
 @dataclass
 class Emulator:
     url: str
@@ -180,13 +231,14 @@ class Emulator:
 
 
 @pytest.fixture(scope="module")
-def emulator() -> Iterator[Emulator]:
+def emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Emulator]:
     try:
         from moto.server import ThreadedMotoServer
     except ImportError as exc:
         service_missing(f"moto[s3,sagemaker] is not installed: {exc}")
     with pytest.MonkeyPatch.context() as patch:
         _emulate_update_endpoint(patch)
+        _serve_models(patch, tmp_path_factory.mktemp("containers"))
         server = ThreadedMotoServer(ip_address="127.0.0.1", port=free_port(), verbose=False)
         server.start()
         host, port = server.get_host_and_port()
@@ -339,7 +391,6 @@ def test_create_then_update_to_a_second_version(aws: Emulator, models: Models) -
     first = target(endpoint)
     assert first.live_version() is None
 
-    aws.answer_with({"predictions": v1.expected})
     assert deploy(first, v1) == ["moved"]
     config_v1 = endpoint_config(aws, endpoint)
     assert config_v1.startswith(f"{endpoint}-v1-")
@@ -365,7 +416,6 @@ def test_create_then_update_to_a_second_version(aws: Emulator, models: Models) -
     assert "python_function" in mlmodel.decode()
 
     second = target(endpoint)
-    aws.answer_with({"predictions": v2.expected})
     assert deploy(second, v2) == ["moved"]
     config_v2 = endpoint_config(aws, endpoint)
     assert config_v2.startswith(f"{endpoint}-v2-")
@@ -391,7 +441,6 @@ def test_create_then_update_to_a_second_version(aws: Emulator, models: Models) -
 def test_an_update_sagemaker_rolls_back_keeps_the_previous_version(aws: Emulator, models: Models) -> None:
     endpoint = f"rollback-{uuid.uuid4().hex[:6]}"
     v1, v2 = candidate(models, "1", slice(0, 5)), candidate(models, "2", slice(5, 10))
-    aws.answer_with({"predictions": v1.expected})
     deploy(target(endpoint), v1)
     config_v1 = endpoint_config(aws, endpoint)
 
@@ -408,7 +457,6 @@ def test_an_update_sagemaker_rolls_back_keeps_the_previous_version(aws: Emulator
 def test_a_failed_check_puts_the_endpoint_back_on_the_previous_config(aws: Emulator, models: Models) -> None:
     endpoint = f"bad-answers-{uuid.uuid4().hex[:6]}"
     v1, v2 = candidate(models, "1", slice(0, 5)), candidate(models, "2", slice(5, 10))
-    aws.answer_with({"predictions": v1.expected})
     deploy(target(endpoint), v1)
     config_v1 = endpoint_config(aws, endpoint)
 
@@ -449,13 +497,202 @@ def test_a_new_endpoint_that_fails_leaves_nothing_behind(aws: Emulator, models: 
 def test_redeploying_the_live_version_changes_nothing(aws: Emulator, models: Models) -> None:
     endpoint = f"same-{uuid.uuid4().hex[:6]}"
     v1 = candidate(models, "1", slice(0, 5))
-    aws.answer_with({"predictions": v1.expected})
     deploy(target(endpoint), v1)
     config_v1 = endpoint_config(aws, endpoint)
 
     again = target(endpoint)
-    assert deploy(again, v1) == ["moved"]  # still checked (moto repeats the answer for the same rows)
+    assert deploy(again, v1) == ["moved"]  # still checked
     assert endpoint_config(aws, endpoint) == config_v1
     operations = {op for _, op, _ in again.sent}
     assert not operations & {"CreateModel", "CreateEndpointConfig", "UpdateEndpoint", "DeleteModel"}
     assert model_names(aws) == {config_v1} and config_names(aws) == {config_v1}
+
+
+# ---- through the deploy operator and the target factory (dag.test) ----
+
+
+def spec_target(endpoint: str) -> dict[str, Any]:
+    """A ``deploy.targets`` entry as a spec names it (the operator builds the target from it)."""
+    return {
+        "type": "sagemaker",
+        "endpoint": endpoint,
+        "image_uri": IMAGE,
+        "execution_role_arn": ROLE,
+        "artifact_bucket": "mlops-models/serving",
+        "aws_conn_id": CONN_ID,
+        "instance_type": "ml.m5.large",
+        "timeout": "1m",
+        "health": {"rows": 5},
+    }
+
+
+def hand_made_endpoint(aws: Emulator, endpoint: str) -> tuple[str, str]:
+    """An endpoint a team created by hand before adopting the provider (untagged model and config)."""
+    sagemaker = aws.client("sagemaker")
+    model, config = f"{endpoint}-by-hand", f"{endpoint}-by-hand-config"
+    sagemaker.create_model(
+        ModelName=model, ExecutionRoleArn=ROLE,
+        PrimaryContainer={"Image": IMAGE, "ModelDataUrl": "s3://team-b/model.tar.gz"},
+    )  # fmt: skip
+    sagemaker.create_endpoint_config(
+        EndpointConfigName=config,
+        ProductionVariants=[{"VariantName": "AllTraffic", "ModelName": model, "InitialInstanceCount": 1,
+                             "InstanceType": "ml.m5.large"}],
+    )  # fmt: skip
+    sagemaker.create_endpoint(EndpointName=endpoint, EndpointConfigName=config)
+    sagemaker.get_waiter("endpoint_in_service").wait(
+        EndpointName=endpoint, WaiterConfig={"Delay": 1, "MaxAttempts": 30}
+    )
+    return model, config
+
+
+def invoke(aws: Emulator, endpoint: str, rows: Any) -> list[Any]:
+    """What the endpoint answers for ``rows``, as a client of the endpoint would ask."""
+    payload = {"dataframe_split": json.loads(rows.to_json(orient="split", index=False))}
+    answer = aws.client("sagemaker-runtime").invoke_endpoint(
+        EndpointName=endpoint, ContentType="application/json", Body=json.dumps(payload)
+    )
+    return list(json.loads(answer["Body"].read())["predictions"])
+
+
+def own_predictions(client: Any, model: str, version: str, rows: Any) -> list[Any]:
+    with fluent_uris(client.tracking_uri):
+        import mlflow.pyfunc
+
+        return list(mlflow.pyfunc.load_model(f"models:/{model}/{version}").predict(rows).tolist())
+
+
+def endpoint_state(aws: Emulator, endpoint: str, status: str, reason: str | None = None) -> None:
+    """Put the emulated endpoint in ``status``, as another change (a person, autoscaling) would."""
+    from moto.sagemaker.models import sagemaker_backends
+
+    described = sagemaker_backends[ACCOUNT][REGION].endpoints[endpoint]
+    described.endpoint_status, described.failure_reason = status, reason
+
+
+@pytest.fixture
+def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    from tests.integration._e2e_helpers import make_project
+
+    return make_project(tmp_path, monkeypatch)
+
+
+def test_the_deploy_operator_serves_each_version_and_retires_only_what_it_created(
+    airflow_home: Any, aws: Emulator, project: Path
+) -> None:
+    import pandas as pd
+
+    from mlops_provider.run import run_dag
+    from mlops_provider.stages.deploy import history
+    from tests.integration._e2e_helpers import alias_holder, embedded_client, serving_dag, unique
+
+    endpoint = f"bc-{uuid.uuid4().hex[:6]}"
+    model, experiment, dag_id = unique("bc"), unique("exp"), unique("sm")
+    hand_model, hand_config = hand_made_endpoint(aws, endpoint)
+    other = f"team-b-{uuid.uuid4().hex[:6]}"  # someone else's model in the same account
+    aws.client("sagemaker").create_model(
+        ModelName=other, ExecutionRoleArn=ROLE, PrimaryContainer={"Image": IMAGE}
+    )
+    client = embedded_client(project)
+    rows = pd.read_csv(project / "include" / "data" / "breast_cancer.csv").drop(columns="target").tail(7)
+    name = f"sagemaker:{endpoint}"
+    url = f"{aws.url}/endpoints/{endpoint}/invocations"
+
+    first = run_dag(serving_dag(dag_id, experiment, model, spec_target(endpoint), 0))
+    assert first.ok, first.failure
+    assert first.xcom["deploy"]["serving"] == {name: url}
+    assert alias_holder(client, model, "champion") == "1"
+    config_v1 = endpoint_config(aws, endpoint)
+    assert config_v1.startswith(f"{endpoint}-v1-")
+    assert invoke(aws, endpoint, rows) == own_predictions(client, model, "1", rows)
+    # the hand-made model and config it replaced are not this provider's: kept, as is the other team's
+    assert model_names(aws) == {config_v1, hand_model, other}
+    assert config_names(aws) == {config_v1, hand_config}
+
+    second = run_dag(serving_dag(dag_id, experiment, model, spec_target(endpoint), 1))
+    assert second.ok, second.failure
+    assert alias_holder(client, model, "champion") == "2"
+    config_v2 = endpoint_config(aws, endpoint)
+    assert config_v2.startswith(f"{endpoint}-v2-")
+    table = pd.read_csv(project / "include" / "data" / "breast_cancer.csv").drop(columns="target")
+    p1, p2 = own_predictions(client, model, "1", table), own_predictions(client, model, "2", table)
+    differ = [i for i in range(len(table)) if p1[i] != p2[i]][:5]
+    assert differ, "the two versions must answer some rows differently for this check to mean anything"
+    rows = table.iloc[differ + list(rows.index)]
+    assert invoke(aws, endpoint, rows) == own_predictions(client, model, "2", rows)
+    # v1's model and config are this provider's: retired; the others still stand
+    assert model_names(aws) == {config_v2, hand_model, other}
+    assert config_names(aws) == {config_v2, hand_config}
+    tags = client.get_registered_model(model).tags
+    assert tags[f"mlops.serving.{name}.version"] == "2" and tags[f"mlops.serving.{name}.url"] == url
+    moves = history(client, model_name=model)
+    assert [m["version"] for m in moves] == ["1", "2"] and moves[-1]["serving"] == [name]
+
+
+def _when_retrying(dag_id: str, task_id: str, action: Any, timeout: float = 300) -> threading.Thread:
+    """A thread that runs ``action()`` once the task's first try failed and waits for its retry."""
+    import time
+
+    from airflow.models import TaskInstance
+    from airflow.utils.session import create_session
+    from airflow.utils.state import TaskInstanceState
+
+    def watch() -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with create_session() as session:
+                waiting = (
+                    session.query(TaskInstance)
+                    .filter_by(dag_id=dag_id, task_id=task_id, state=TaskInstanceState.UP_FOR_RETRY)
+                    .count()
+                )
+            if waiting:
+                action()
+                return
+            time.sleep(0.2)
+
+    thread = threading.Thread(target=watch, daemon=True)
+    thread.start()
+    return thread
+
+
+def test_an_endpoint_not_in_service_is_left_alone(airflow_home: Any, aws: Emulator, project: Path) -> None:
+    from mlops_provider.run import run_dag
+    from mlops_provider.stages.deploy import history
+    from tests.integration._e2e_helpers import alias_holder, embedded_client, serving_dag, unique
+    from tests.integration._stage_helpers import pipeline_runs
+
+    endpoint = f"busy-{uuid.uuid4().hex[:6]}"
+    model, experiment, dag_id = unique("bc"), unique("exp"), unique("sm")
+    client = embedded_client(project)
+    assert run_dag(serving_dag(dag_id, experiment, model, spec_target(endpoint), 0)).ok
+    config_v1 = endpoint_config(aws, endpoint)
+
+    # a failed change someone made by hand needs a person: fails at once (retries left), nothing touched
+    endpoint_state(aws, endpoint, "Failed", "a manual update ran out of capacity")
+    failed = run_dag(serving_dag(dag_id, experiment, model, spec_target(endpoint), 1, retries=2))
+    assert failed.state == "failed"
+    deploy = failed.task("deploy")
+    assert deploy is not None and deploy.error is not None
+    assert deploy.tries == 1, "a Failed endpoint must not be retried"
+    reason = "a manual update ran out of capacity"
+    assert f"sagemaker:{endpoint}: the endpoint is Failed: {reason}" in deploy.error
+    assert "nothing was changed" in deploy.error
+    assert alias_holder(client, model, "champion") == "1"
+    assert model_names(aws) == {config_v1} and config_names(aws) == {config_v1}
+    assert endpoint_config(aws, endpoint) == config_v1
+    assert [m["version"] for m in history(client, model_name=model)] == ["1"]
+    assert {r.info.status for r in pipeline_runs(client, experiment)} == {"FINISHED", "FAILED"}
+
+    # an update in flight ends by itself: the deploy is retried and goes through once it is InService
+    endpoint_state(aws, endpoint, "Updating")
+    watcher = _when_retrying(dag_id, "deploy", lambda: endpoint_state(aws, endpoint, "InService"))
+    retried = run_dag(serving_dag(dag_id, experiment, model, spec_target(endpoint), 2, retries=2,
+                                  retry_delay=2))  # fmt: skip
+    watcher.join(timeout=5)
+    assert retried.ok, retried.failure
+    assert retried.task("deploy") is not None and retried.task("deploy").tries == 2  # type: ignore[union-attr]
+    assert alias_holder(client, model, "champion") == "3"
+    assert endpoint_config(aws, endpoint).startswith(f"{endpoint}-v3-")
+    assert [m["version"] for m in history(client, model_name=model)] == ["1", "3"]
+    assert "RUNNING" not in {r.info.status for r in pipeline_runs(client, experiment)}

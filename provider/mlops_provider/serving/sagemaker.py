@@ -36,7 +36,7 @@ from collections.abc import Mapping
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
-from mlops_provider.exceptions import DeploymentCheckError, StageError
+from mlops_provider.exceptions import DeploymentCheckError, StageError, TargetBusyError
 from mlops_provider.serving.base import Candidate, Staged, require_same_answers
 
 if TYPE_CHECKING:
@@ -270,10 +270,15 @@ class SageMakerServingTarget:
     def prepare(self, candidate: Candidate) -> Staged:
         before = self._endpoint()
         if before is not None and before["EndpointStatus"] != "InService":
-            raise DeploymentCheckError(
-                f"{self.name}: the endpoint is {before['EndpointStatus']}"
+            status = before["EndpointStatus"]
+            # Creating/Updating/SystemUpdating/RollingBack end by themselves (a retry may find it InService);
+            # Failed/OutOfService need a person
+            busy = status in self.sagemaker_hook.endpoint_non_terminal_states
+            raise (TargetBusyError if busy else DeploymentCheckError)(
+                f"{self.name}: the endpoint is {status}"
                 f"{': ' + before['FailureReason'] if before.get('FailureReason') else ''}; "
                 "it must be InService before a new version can replace the live one"
+                f"{' (retried: it may settle)' if busy else ''}; nothing was changed"
             )
         self._check_pyfunc(candidate.local_model_dir)
         content = directory_digest(candidate.local_model_dir)
