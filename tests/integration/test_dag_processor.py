@@ -26,7 +26,11 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 SPECS = REPO_ROOT / "tests" / "specs"
 REGRESSION = {"minimal_regression"}
 CHURN = {"churn", "churn_monitor"}
+#: tests/specs/parse/served.yaml: every DAG kind and section at once
+SERVED = {"served", "served_batch", "served_monitor", "served_serve"}
 REPORTER = "ml_pipelines_spec_errors.py"
+HEAVY = ("mlflow", "great_expectations", "evidently", "sklearn", "pandas", "numpy", "boto3", "botocore",
+         "docker", "pyarrow", "scipy", "optuna", "cloudpickle")  # none installed: fastapi is Airflow's own
 
 
 def _add(processor: DagProcessor, *specs: tuple[str, str]) -> None:
@@ -142,3 +146,116 @@ def test_the_scheduler_runs_a_good_pipeline_while_a_bad_spec_is_in_the_folder(
         assert dag["has_import_errors"] is False, dag
     status, _ = airflow_server.request("GET", "/api/v2/dags/broken_pipeline")
     assert status == 404
+
+
+# --------------------------------------------------------------------------------------------------
+# "the scheduler and dag processor need only the core package; no network or DB access at parse time"
+# --------------------------------------------------------------------------------------------------
+#: on PYTHONPATH of the dag processor: in the processes that parse DAG files (Airflow marks them
+#: _AIRFLOW_PROCESS_CONTEXT=client before running user code), every network connection, name lookup and
+#: database open is recorded (with its stack) and refused, as on a host with no network and no DB
+_SITECUSTOMIZE = """
+import json, os, sys, traceback
+
+_LOG = os.environ.get("MLOPS_PARSE_ACCESS_LOG")
+_REFUSED = {"socket.connect", "socket.getaddrinfo", "socket.gethostbyname", "socket.gethostbyaddr",
+            "sqlite3.connect"}
+
+
+def _refuse(event, args):
+    if event not in _REFUSED or os.environ.get("_AIRFLOW_PROCESS_CONTEXT") != "client":
+        return
+    stack = [f"{frame.filename}:{frame.lineno}" for frame in traceback.extract_stack()[:-1]]
+    with open(_LOG, "a") as out:
+        out.write(json.dumps({"event": event, "args": repr(args)[:200], "stack": stack}) + "\\n")
+    raise PermissionError(f"{event} at parse time (refused by the test)")
+
+
+if _LOG:
+    sys.addaudithook(_refuse)
+"""
+
+#: a DAG file that reaches for the network and a database at parse time: proves the refusal is active
+_CANARY = """# an airflow dag file that must not parse here
+import socket
+import sqlite3
+
+refused = []
+for reach in (lambda: socket.socket().connect(("127.0.0.1", 9)), lambda: sqlite3.connect(":memory:")):
+    try:
+        reach()
+    except PermissionError as exc:
+        refused.append(str(exc))
+raise RuntimeError("canary: " + "; ".join(refused))
+"""
+
+
+@pytest.fixture(scope="module")
+def core_venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A venv with ``pip install airflow-provider-mlops`` and no extras (pinned by requirements.lock): what
+    a scheduler / dag-processor image installs (README "Running it in Airflow")."""
+    root = tmp_path_factory.mktemp("core")
+    src = root / "src"
+    src.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(REPO_ROOT / name, src / name)
+    shutil.copytree(REPO_ROOT / "provider", src / "provider",
+                    ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))  # fmt: skip
+    venv = root / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
+    python = venv / "bin" / "python"
+    install = subprocess.run(
+        [str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
+         "-c", str(REPO_ROOT / "requirements.lock"), str(src)],
+        capture_output=True, text=True, timeout=900, check=False,
+    )  # fmt: skip
+    assert install.returncode == 0, f"pip install of the core package failed:\n{install.stderr[-3000:]}"
+    return python
+
+
+def test_the_dag_processor_parses_in_a_core_only_venv_with_no_network_or_db(
+    core_venv: Path, dag_processor_project: Path, tmp_path: Path
+) -> None:
+    import json
+    from importlib import resources
+
+    from tests.fixtures.dag_processor import running_dag_processor
+
+    probe = f"import importlib.util as u; print([m for m in {HEAVY!r} if u.find_spec(m)])"
+    installed = subprocess.run([str(core_venv), "-c", probe], capture_output=True, text=True, check=True)
+    assert installed.stdout.strip() == "[]", f"the core install pulls in heavy packages: {installed.stdout}"
+
+    project = dag_processor_project
+    for kind, name in (("good", "minimal_regression.yaml"), ("good", "monitored_classifier.yaml"),
+                       ("parse", "served.yaml"), ("bad", "unknown_keys.yaml")):  # fmt: skip
+        shutil.copy(SPECS / kind / name, project / "dags" / "pipelines" / name)
+    (project / "include" / "data").mkdir(parents=True, exist_ok=True)
+    with resources.as_file(resources.files("palmerpenguins") / "data" / "penguins-raw.csv") as raw:
+        shutil.copy(raw, project / "include" / "data" / "penguins.csv")
+    (project / "dags" / "zz_canary.py").write_text(_CANARY)
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(_SITECUSTOMIZE)
+    accesses = tmp_path / "parse-accesses.jsonl"
+    env = {"PYTHONPATH": str(site), "MLOPS_PARSE_ACCESS_LOG": str(accesses)}
+
+    with running_dag_processor(project, tmp_path, python=str(core_venv), env=env) as processor:
+        processor.wait(
+            lambda: _active(processor, REGRESSION | CHURN | SERVED)
+            and {REPORTER, "zz_canary.py"} <= set(processor.import_errors()),
+            "every good pipeline active, the bad spec and the canary reported",
+        )
+        _wait_for_reparses(processor, "minimal_regression", 2)
+        errors = processor.import_errors()
+        assert _active(processor, REGRESSION | CHURN | SERVED), processor.dags()
+
+    assert set(errors) == {REPORTER, "zz_canary.py"}, errors
+    assert "unknown_keys.yaml" in errors[REPORTER]
+    canary = errors["zz_canary.py"]
+    assert "socket.connect at parse time (refused" in canary and "sqlite3.connect at parse time" in canary
+    events = [json.loads(line) for line in accesses.read_text().splitlines()]
+    ours = [e for e in events if not any("zz_canary.py" in frame for frame in e["stack"])]
+    assert ours == [], "parsing the pipelines reached for the network or a database:\n" + "\n".join(
+        f"{e['event']} {e['args']}\n  " + "\n  ".join(e["stack"][-8:]) for e in ours
+    )
+    assert {e["event"] for e in events} == {"socket.connect", "sqlite3.connect"}
