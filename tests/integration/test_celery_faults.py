@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from tests.fixtures.celery import CeleryStack
+from tests.fixtures.processes import wait_for
 
 pytestmark = pytest.mark.timeout(1500)
 
@@ -75,6 +76,34 @@ def test_a_worker_killed_during_train_is_retried_on_the_other_and_nothing_is_dup
         assert survivor.task_logs(pipeline, run_id, "train")  # ... on the surviving worker
     finally:
         stack.stop_worker("survivor")
+
+
+def test_a_worker_killed_on_the_last_try_fails_the_run_and_ends_its_mlflow_run_failed(
+    celery_stack: CeleryStack,
+) -> None:
+    """No try left: the scheduler declares the lost task failed and the dag processor runs its failure
+    callback (no worker is left to run it), which ends the pipeline's MLflow run FAILED naming the task."""
+    from mlops_provider.tracking import tags as T
+
+    stack = celery_stack
+    pipeline = stack.add_pipeline("fault_killed_last_try", retries=0)
+    stack.start_worker("doomed-last")
+    run_id = stack.trigger(pipeline)
+    stack.wait_task(pipeline, run_id, "train", ("running",))
+    stack.stop_worker("doomed-last", kill=True)
+    run = stack.wait_run(pipeline, run_id)
+    tis = stack.task_instances(pipeline, run_id)
+    assert run["state"] == "failed", {t: (ti["state"], ti["try_number"]) for t, ti in tis.items()}
+    assert (tis["train"]["state"], tis["train"]["try_number"]) == ("failed", 1)
+
+    def ended() -> bool:
+        return [r.info.status for r in _runs_of(stack, pipeline, run_id)] == ["FAILED"]
+
+    wait_for(ended, what="the pipeline's MLflow run ended FAILED by the failure callback", timeout=120)
+    (mlflow_run,) = _runs_of(stack, pipeline, run_id)
+    assert mlflow_run.data.tags[T.FAILED_TASK] == "train"
+    assert not _running(stack, pipeline)
+    assert stack.mlflow.client().search_model_versions(f"name = '{pipeline}_model'") == []
 
 
 def test_the_mlflow_server_down_fails_the_task_naming_it_and_the_retry_completes_the_run(
