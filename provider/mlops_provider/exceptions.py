@@ -6,7 +6,8 @@ line, column and the path of keys, so every message can point at the exact place
 
 Whether retrying can help is a property of the error (:attr:`MlopsError.retryable`), decided here and
 nowhere else: the stage operators' base class turns every non-retryable error into Airflow's no-retry
-failure, so a bad dataset or a failed gate fails at once and a server that is down is retried.
+failure, so a bad dataset or a failed gate fails at once and a server that is down is retried. So does
+a server that refuses the credentials (:func:`refused_credentials`), whoever's exception it raised.
 
     MlopsError                        retryable: no, unless said otherwise
     ├── SpecError                     misuse: a spec file is invalid; carries one or more SpecIssue
@@ -46,6 +47,7 @@ __all__ = [
     "TargetBusyError",
     "WatchFailedError",
     "describe",
+    "refused_credentials",
 ]
 
 
@@ -169,6 +171,26 @@ class TargetBusyError(DeploymentCheckError):
 
 class WatchFailedError(StageError):
     """What a model-version sensor waits for can no longer happen (e.g. the version's registration failed)."""
+
+
+#: error codes of a server that refused *who* asked: MLflow's (HTTP 401 / 403) and S3's
+_REFUSED_CREDENTIALS = frozenset({
+    "UNAUTHENTICATED", "PERMISSION_DENIED",  # MlflowException / RestException.error_code
+    "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch",  # botocore ClientError
+})
+
+
+def refused_credentials(error: BaseException) -> bool:
+    """Did a server refuse the credentials (MLflow's UNAUTHENTICATED / PERMISSION_DENIED, S3's
+    AccessDenied...)? It answered, so it is up, and a retry with the same connection cannot help.
+
+    Duck-typed (``error_code``, botocore's ``response``) so that nothing heavy is imported to ask.
+    """
+    code = getattr(error, "error_code", None)
+    response = getattr(error, "response", None)
+    if code is None and isinstance(response, dict):
+        code = response.get("Error", {}).get("Code")
+    return code in _REFUSED_CREDENTIALS
 
 
 #: the exception Airflow raises for "fail without retrying", wrapped around our non-retryable errors

@@ -414,6 +414,105 @@ def test_an_unreachable_server_fails_as_a_server_down_and_is_retried(
         assert "unreachable_timeout=1 s" in str(error)
 
 
+@pytest.fixture(scope="module")
+def restartable_mlflow(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """An ``mlflow server`` of this module's own, which a test stops and starts again (an outage)."""
+    from tests.fixtures.mlflow import MLflowLaunch
+
+    launch = MLflowLaunch(tmp_path_factory.mktemp("mlflow-outage"))
+    launch.ready()
+    yield launch
+    launch.stop()
+
+
+@pytest.mark.parametrize("deferrable", [True, False], ids=["deferrable", "poke"])
+def test_a_server_down_then_back_is_waited_out_in_the_same_try(
+    airflow_home, restartable_mlflow: Any, monkeypatch: pytest.MonkeyPatch,
+    capfd: pytest.CaptureFixture[str], deferrable: bool,
+) -> None:  # fmt: skip
+    """The tracking server goes down while the sensor waits and comes back: each failed check logs a
+    warning naming the server, the wait goes on (no unreachable_timeout: no failure, no retry), and the
+    promotion made after the outage fires the sensor in its first try."""
+    from airflow.sdk import DAG
+    from mlflow import MlflowClient
+
+    from mlops_provider.sensors.mlflow import MLflowModelVersionSensor
+
+    uri = restartable_mlflow.uri
+    monkeypatch.setenv("AIRFLOW_CONN_FLAKY", json.dumps({"conn_type": "mlflow", "host": uri}))
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    name = register_versions(client, 2)
+    retried: list[BaseException] = []
+    dag_id = unique("outage")
+    with DAG(dag_id, schedule=None, start_date=dt.datetime(2024, 1, 1)) as dag:
+        MLflowModelVersionSensor(
+            task_id="wait", model_name=name, alias="champion", mlflow_conn_id="flaky",
+            deferrable=deferrable, poke_interval=0.5, timeout=300, retries=2,
+            retry_delay=dt.timedelta(seconds=0),
+            on_retry_callback=lambda context: retried.append(context["exception"]),
+        )  # fmt: skip
+
+    def outage_then_promotion() -> None:
+        restartable_mlflow.stop()
+        time.sleep(3)  # the outage: several checks fail meanwhile
+        restartable_mlflow.start_again()
+        client.set_registered_model_alias(name, "champion", "2")
+
+    if deferrable:
+        with once_deferred(dag_id, "wait", outage_then_promotion) as deferred:
+            run = airflow_home.dag_test(dag)
+        assert deferred.is_set(), "the sensor never deferred"
+    else:
+        mover = once_running(dag_id, "wait", outage_then_promotion)
+        run = airflow_home.dag_test(dag)
+        mover.join()
+
+    assert states(run) == {"wait": "success"} and retried == []
+    (ti,) = run.get_task_instances()
+    assert ti.try_number == 1
+    info = xcom(run, "wait")
+    assert (info["version"], info["previous_version"]) == ("2", "1")
+    output = capfd.readouterr()
+    warned = (output.out + output.err).count(f"MLflow tracking server at {uri} is unreachable")
+    assert warned >= 2, "every failed check during the outage logs a warning naming the server"
+
+
+@pytest.mark.parametrize("deferrable", [True, False], ids=["deferrable", "poke"])
+def test_bad_credentials_fail_at_once_without_retries(
+    airflow_home, mlflow_token_gate: Any, monkeypatch: pytest.MonkeyPatch, deferrable: bool
+) -> None:
+    """A server that answers 401 is up, and a retry cannot fix a wrong token: the task fails in its first
+    try with the retries it has left unused, and the error says what the server answered."""
+    from airflow.sdk import DAG
+
+    from mlops_provider.sensors.mlflow import MLflowModelVersionSensor
+
+    gate = mlflow_token_gate
+    conn = {"conn_type": "mlflow", "host": gate.tracking_uri, "password": "not-the-token"}
+    monkeypatch.setenv("AIRFLOW_CONN_GATED", json.dumps(conn))
+    retried: list[BaseException] = []
+    failed: list[BaseException] = []
+    dag_id = unique("bad_token")
+    with DAG(dag_id, schedule=None, start_date=dt.datetime(2024, 1, 1)) as dag:
+        MLflowModelVersionSensor(
+            task_id="wait", model_name="churn", alias="champion", mlflow_conn_id="gated",
+            deferrable=deferrable, poke_interval=0.3, timeout=120, retries=2,
+            retry_delay=dt.timedelta(seconds=0),
+            on_retry_callback=lambda context: retried.append(context["exception"]),
+            on_failure_callback=lambda context: failed.append(context["exception"]),
+        )  # fmt: skip
+    run = airflow_home.dag_test(dag)
+
+    assert states(run) == {"wait": "failed"}
+    assert retried == [] and len(failed) == 1, (retried, failed)
+    (ti,) = run.get_task_instances()
+    assert ti.try_number == 1
+    error = str(failed[0].__cause__ or failed[0])
+    assert "401" in error or "UNAUTHENTICATED" in error, error
+    assert "a bearer token is required" in error, error
+    assert gate.refused, "the gate refused nothing: the sensor never asked the server"
+
+
 def test_follow_champion_example_dag_records_a_manual_promotion(airflow_home, project: Path) -> None:
     """``dags/examples/follow_champion.py`` as shipped (only its poll interval shortened for the test)."""
     import importlib.util

@@ -7,7 +7,8 @@ the task and the first line of its error, so no run is left ``RUNNING``; deploy 
 
 :class:`FailFast`: an error of this package whose :attr:`~mlops_provider.exceptions.MlopsError.retryable`
 is false (bad data, a failed gate, a spec a deployment does not allow, no champion yet) is raised to
-Airflow as its no-retry failure, so the user sees it at once instead of after every retry delay.
+Airflow as its no-retry failure, so the user sees it at once instead of after every retry delay; so is a
+server's refusal of the connection's credentials (MLflow's 401/403, S3's AccessDenied).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk import BaseOperator
 
 from mlops_provider import config
-from mlops_provider.exceptions import MlopsError, StageError, describe
+from mlops_provider.exceptions import MlopsError, StageError, describe, refused_credentials
 from mlops_provider.links.mlflow import MLflowModelVersionLink, MLflowRunLink
 
 if TYPE_CHECKING:
@@ -43,6 +44,15 @@ def _fail_fast(method: Callable[..., Any]) -> Callable[..., Any]:
             from mlops_provider.compat import AirflowFailException
 
             raise AirflowFailException(describe(exc)) from exc
+        except Exception as exc:
+            if not refused_credentials(exc):
+                raise
+            from mlops_provider.compat import AirflowFailException
+
+            raise AirflowFailException(
+                f"{describe(exc)} (the server refused the credentials of the connection; a retry with "
+                "the same connection cannot succeed)"
+            ) from exc
 
     run._mlops_fail_fast = True  # type: ignore[attr-defined]
     return run
