@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import socket
 from collections.abc import Iterator
 from pathlib import Path
@@ -375,3 +376,92 @@ def test_bridge_network_blue_green_publishes_each_slot_and_the_live_one_restarts
             return False
 
     wait_for(answers, what="the restarted container serving again", timeout=120)
+
+
+#: a "model server" that answers /ping and answers every row 0 (a container serving the wrong model)
+_LIAR = """
+import http.server, json, sys
+
+port = int(sys.argv[sys.argv.index("-p") + 1])
+
+
+class Liar(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.send_response(200)
+        self.end_headers()
+
+    def do_POST(self):
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        answer = json.dumps({"predictions": [0] * len(body["dataframe_split"]["data"])}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(answer)))
+        self.end_headers()
+        self.wfile.write(answer)
+
+
+http.server.HTTPServer(("0.0.0.0", port), Liar).serve_forever()
+"""
+
+
+def test_wrong_answers_a_silent_container_and_one_failing_target_of_two_change_nothing(
+    airflow_home: Any, docker_engine: Any, project: Path, target: dict[str, Any], tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    """Real containers that misbehave, each as the `python` that runs the server: one answers /ping but
+    every row wrong, one never answers /ping. With two targets of which one fails, neither switches: the
+    healthy target keeps serving v1 with its candidate removed, and the alias stays."""
+    from mlops_provider.run import run_dag
+
+    fakes = tmp_path / "fakes"
+    fakes.mkdir()
+    (fakes / "liar.py").write_text(_LIAR)
+    for name, script in (("liar", 'exec /usr/bin/python3 /fakes/liar.py "$@"'), ("silent", "exec sleep 600")):
+        (fakes / name).write_text(f"#!/bin/sh\n{script}\n")
+        (fakes / name).chmod(0o755)
+    allowed = os.environ["AIRFLOW__MLOPS__DOCKER_ALLOWED_MOUNTS"]
+    monkeypatch.setenv("AIRFLOW__MLOPS__DOCKER_ALLOWED_MOUNTS", f"{allowed},{fakes}")
+    fake = {**target, "environment": {}, "mounts": [f"{fakes}:/fakes:ro"],
+            "health": {"rows": 10, "timeout": "10s"}}  # fmt: skip
+    ports = {target["port"], target["port"] + 1}
+    pairs = []
+    while len(pairs) < 2:  # slots of their own: none of the three targets' ports may coincide
+        pair = _port_pair()
+        if not {pair, pair + 1} & ports:
+            ports |= {pair, pair + 1}
+            pairs.append(pair)
+    liar = {**fake, "name": f"{target['name']}-liar", "python": "/fakes/liar", "port": pairs[0]}
+    silent = {**fake, "name": f"{target['name']}-silent", "python": "/fakes/silent", "port": pairs[1]}
+    name, port = target["name"], target["port"]
+    model, experiment, dag_id = unique("bc"), unique("exp"), unique("serve")
+    client = embedded_client(project)
+    rows = [{c: 1.0 for c in _feature_names()}]
+    cli = docker_engine.client().api
+    try:
+        assert run_dag(serving_dag(dag_id, experiment, model, target, 0)).ok
+        (v1,) = _containers(docker_engine, name)
+        served_v1 = _predict(f"http://127.0.0.1:{port}", rows)
+
+        both = serving_dag(dag_id, experiment, model, target, 1)
+        both.get_task("deploy").targets = [target, liar]
+        wrong = run_dag(both)
+        assert wrong.state == "failed"
+        error = wrong.task("deploy").error  # type: ignore[union-attr]
+        assert f"docker:{liar['name']}: v2" in error and "sample rows differently" in error, error
+        assert alias_holder(client, model, "champion") == "1"
+        assert _containers(docker_engine, name) == [v1], "the healthy target switched or kept its candidate"
+        assert _containers(docker_engine, liar["name"]) == []
+        assert _predict(f"http://127.0.0.1:{port}", rows) == served_v1
+
+        quiet = serving_dag(dag_id, experiment, model, silent, 2)
+        never = run_dag(quiet)
+        assert never.state == "failed"
+        error = never.task("deploy").error  # type: ignore[union-attr]
+        assert f"docker:{silent['name']}: v3" in error and "did not answer /ping within" in error, error
+        assert alias_holder(client, model, "champion") == "1"
+        assert _containers(docker_engine, silent["name"]) == []
+        assert _containers(docker_engine, name) == [v1]
+    finally:
+        for extra in (liar, silent):
+            for container in cli.containers(all=True, filters={"label": f"{LABEL_TARGET}={extra['name']}"}):
+                cli.remove_container(container["Id"], force=True)
