@@ -236,3 +236,55 @@ def test_mlops_run_dag_batch(airflow_home, project: Path) -> None:
     assert "SUCCESS" in summary.splitlines()[0]
     assert f"scored: 569 rows with {name}_model v{champion['version']} (@champion)" in summary
     assert (project / "predictions" / "latest.parquet").is_file()
+
+
+def test_a_reader_never_sees_half_an_output(airflow_home, project: Path) -> None:
+    """While the day is scored again, a reader polling the output finds the whole previous file or the whole
+    new one, never a partial or unreadable one: the stage writes a scratch file next to it and renames it."""
+    import threading
+
+    import pandas as pd
+    import pyarrow.parquet as pq
+
+    name = unique("atomic")
+    model = f"{name}_model"
+    dag = spec_dags(project, name, _spec(name))[f"{name}_batch"]
+    champion = seed_champion(project, model_name=model, experiment=name, dag_id=name)
+    incoming = pd.concat([_incoming(project)] * 60, ignore_index=True)  # 34,140 rows, 171 chunks
+    (project / "data" / "incoming").mkdir()
+    incoming.to_csv(project / "data" / "incoming" / "2026-06-01.csv", index=False)
+    output = project / "predictions" / "2026-06-01.parquet"
+    assert states(airflow_home.dag_test(dag, logical_date=DAY)) == {"score": "success"}
+
+    client = embedded_client(project)
+    second = client.create_model_version(
+        model, source=f"models:/{model}/{champion['version']}", run_id=champion["run_id"]
+    )
+    client.set_registered_model_alias(model, "champion", second.version)
+    seen: list[tuple[int, frozenset[str]]] = []
+    broken: list[str] = []
+    done = threading.Event()
+
+    def read() -> None:
+        while not done.is_set():
+            try:
+                table = pq.read_table(output, columns=["model_version"])
+            except Exception as exc:  # a reader must never meet a file it cannot read
+                broken.append(repr(exc))
+            else:
+                seen.append((table.num_rows, frozenset(table.column("model_version").to_pylist())))
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    try:
+        again = airflow_home.dag_test(dag, logical_date=DAY + dt.timedelta(minutes=1))
+    finally:
+        done.set()
+        reader.join(timeout=30)
+    assert states(again) == {"score": "success"}
+    assert broken == [], broken[:3]
+    assert {rows for rows, _ in seen} == {len(incoming)}, "a reader saw part of a file"
+    versions = [versions for _, versions in seen]
+    old, new = frozenset({champion["version"]}), frozenset({str(second.version)})
+    assert set(versions) == {old, new} and versions[-1] == new, set(versions)
+    assert versions.index(new) > 0 and old not in versions[versions.index(new):], "not one switch"
