@@ -34,18 +34,22 @@ LABEL_TARGET = "mlops.target"
 
 
 def _port_pair() -> int:
-    """A port whose successor is free too (the two blue/green slots)."""
-    from tests.fixtures.processes import free_port
+    """A port whose successor is free too (the two blue/green slots), both below the kernel's ephemeral
+    range: the containers bind them seconds later, and in between the kernel hands ephemeral ports to every
+    outgoing connection and to the other fixtures' ``free_port()`` — never these."""
+    import random
 
-    for _ in range(50):
-        port = free_port()
-        with socket.socket() as sock:
-            try:
-                sock.bind(("127.0.0.1", port + 1))
-            except OSError:
-                continue
+    low, _ = (int(v) for v in Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
+    for _ in range(200):
+        port = random.randrange(max(1024, low - 12000), low - 1)
+        try:
+            with socket.socket() as first, socket.socket() as second:
+                first.bind(("0.0.0.0", port))
+                second.bind(("0.0.0.0", port + 1))
+        except OSError:
+            continue
         return port
-    raise RuntimeError("no two consecutive free ports")
+    raise RuntimeError("no two consecutive free ports below the ephemeral range")
 
 
 @pytest.fixture
