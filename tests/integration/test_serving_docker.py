@@ -469,3 +469,49 @@ def test_wrong_answers_a_silent_container_and_one_failing_target_of_two_change_n
         for extra in (liar, silent):
             for container in cli.containers(all=True, filters={"label": f"{LABEL_TARGET}={extra['name']}"}):
                 cli.remove_container(container["Id"], force=True)
+
+
+def test_redeploying_the_live_version_only_checks_it_again(
+    airflow_home: Any, docker_engine: Any, project: Path, target: dict[str, Any]
+) -> None:
+    """The version already live is health-checked where it runs (no candidate container, nothing stopped)
+    and the alias callback runs; if the live container no longer answers, that fails and changes nothing."""
+    import logging
+
+    from mlops_provider.exceptions import DeploymentCheckError
+    from mlops_provider.hooks.mlflow import MLflowHook
+    from mlops_provider.serving.follow import follow
+
+    model, name = "wine_cultivar", target["name"]
+    (project / "include" / "sample.csv").write_text("x\n0.5\n1.5\n")
+    serving = {**target, "health": {**target["health"], "sample": "include/sample.csv"}}
+    _constant_versions(project, model, [1])
+    hook = MLflowHook()
+    moved: list[list[str]] = []
+
+    def deploy(config: dict[str, Any]) -> None:
+        follow(hook, model_name=model, version="1", pipeline="wine_classifier", targets=[config],
+               move_alias=moved.append, log=logging.getLogger("test"))  # fmt: skip
+
+    deploy(serving)
+    (live,) = _containers(docker_engine, name)
+    cli = docker_engine.client().api
+    since = dt.datetime.now(dt.timezone.utc) - dt.timedelta(seconds=1)
+    checked_before = cli.logs(live["id"]).decode().count("POST /invocations")
+
+    deploy(serving)
+    assert moved == [[f"docker:{name}"], [f"docker:{name}"]]
+    assert _containers(docker_engine, name) == [live]
+    lifecycle = {"create", "start", "kill", "die", "stop", "destroy"}
+    assert not {action for _, action, _ in _events(docker_engine, name, since)} & lifecycle
+    assert cli.logs(live["id"]).decode().count("POST /invocations") == checked_before + 1  # re-checked there
+
+    cli.pause(live["id"])  # the live container stops answering
+    try:
+        quick = {**serving, "health": {**serving["health"], "timeout": "5s"}}
+        with pytest.raises(DeploymentCheckError, match="did not answer /ping within"):
+            deploy(quick)
+    finally:
+        cli.unpause(live["id"])
+    assert len(moved) == 2, "the alias callback ran although the check failed"
+    assert [c["id"] for c in _containers(docker_engine, name)] == [live["id"]]
