@@ -636,16 +636,20 @@ def _when_retrying(dag_id: str, task_id: str, action: Any, timeout: float = 300)
     from airflow.models import TaskInstance
     from airflow.utils.session import create_session
     from airflow.utils.state import TaskInstanceState
+    from sqlalchemy.exc import OperationalError
 
     def watch() -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            with create_session() as session:
-                waiting = (
-                    session.query(TaskInstance)
-                    .filter_by(dag_id=dag_id, task_id=task_id, state=TaskInstanceState.UP_FOR_RETRY)
-                    .count()
-                )
+            try:
+                with create_session() as session:
+                    waiting = (
+                        session.query(TaskInstance)
+                        .filter_by(dag_id=dag_id, task_id=task_id, state=TaskInstanceState.UP_FOR_RETRY)
+                        .count()
+                    )
+            except OperationalError:  # SQLite busy while the task writes: look again
+                waiting = 0
             if waiting:
                 action()
                 return
@@ -688,7 +692,7 @@ def test_an_endpoint_not_in_service_is_left_alone(airflow_home: Any, aws: Emulat
     endpoint_state(aws, endpoint, "Updating")
     watcher = _when_retrying(dag_id, "deploy", lambda: endpoint_state(aws, endpoint, "InService"))
     retried = run_dag(serving_dag(dag_id, experiment, model, spec_target(endpoint), 2, retries=2,
-                                  retry_delay=2))  # fmt: skip
+                                  retry_delay=5))  # fmt: skip
     watcher.join(timeout=5)
     assert retried.ok, retried.failure
     assert retried.task("deploy") is not None and retried.task("deploy").tries == 2  # type: ignore[union-attr]
