@@ -66,6 +66,35 @@ def pipeline_runs(client: Any, experiment: str) -> list[Any]:
     return [] if experiment_obj is None else client.search_runs([experiment_obj.experiment_id])
 
 
+def once_in_state(dag_id: str, task_id: str, state: str, action: Callable[[], None], *, settle: float = 0.0,
+                  limit: float = 300) -> threading.Thread:  # fmt: skip
+    """Run ``action`` in another thread once the task is in ``state`` (``running``, ``up_for_retry``...) and
+    ``settle`` seconds have passed: waits for the condition, not for a guessed time (dag.test's start-up
+    varies by seconds). Gives up after ``limit`` seconds without running ``action``."""
+    from airflow.models.taskinstance import TaskInstance
+    from airflow.utils.session import create_session
+    from sqlalchemy.exc import OperationalError
+
+    def run() -> None:
+        deadline = time.monotonic() + limit
+        while time.monotonic() < deadline:
+            try:
+                with create_session() as session:
+                    states = [str(getattr(ti.state, "value", ti.state)) for ti in
+                              session.query(TaskInstance).filter_by(dag_id=dag_id, task_id=task_id)]
+            except OperationalError:  # SQLite busy while the task writes
+                states = []
+            if state in states:
+                time.sleep(settle)
+                action()
+                return
+            time.sleep(0.1)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread
+
+
 @contextlib.contextmanager
 def once_deferred(dag_id: str, task_id: str, action: Callable[[], None], timeout: float = 300) -> Iterator[
         threading.Event]:

@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from tests.integration._stage_helpers import MLFLOW_ENV, once_deferred, states, unique, xcom
+from tests.integration._stage_helpers import MLFLOW_ENV, once_deferred, once_in_state, states, unique, xcom
 
 pytestmark = pytest.mark.integration
 
@@ -64,34 +64,6 @@ def later(seconds: float, action: Callable[[], None]) -> threading.Thread:
     def run() -> None:
         time.sleep(seconds)
         action()
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    return thread
-
-
-def once_running(dag_id: str, task_id: str, action: Callable[[], None], *, settle: float = 1.0,
-                 limit: float = 120) -> threading.Thread:
-    """Run ``action`` in another thread once the task is running and has had ``settle`` seconds to make its
-    first checks: waits for the condition, not for a guessed time (dag.test's start-up varies by seconds)."""
-    from airflow.models.taskinstance import TaskInstance
-    from airflow.utils.session import create_session
-    from sqlalchemy.exc import OperationalError
-
-    def run() -> None:
-        deadline = time.monotonic() + limit
-        while time.monotonic() < deadline:
-            try:
-                with create_session() as session:
-                    states = [str(getattr(ti.state, "value", ti.state)) for ti in
-                              session.query(TaskInstance).filter_by(dag_id=dag_id, task_id=task_id)]
-            except OperationalError:  # SQLite busy while the task writes
-                states = []
-            if "running" in states:
-                time.sleep(settle)
-                action()
-                return
-            time.sleep(0.1)
 
     thread = threading.Thread(target=run, daemon=True)
     thread.start()
@@ -332,7 +304,8 @@ def test_poke_mode_sensor_fires_on_the_embedded_store(airflow_home, project: Pat
             timeout=120,
         )
     # the sensor captures the version it starts from (v2) on its first poke; only then does the alias move
-    mover = once_running(dag_id, "wait", lambda: client.set_registered_model_alias(name, "champion", "3"))
+    mover = once_in_state(dag_id, "wait", "running",
+                          lambda: client.set_registered_model_alias(name, "champion", "3"), settle=1.0)
     run = airflow_home.dag_test(dag)
     mover.join()
 
@@ -475,7 +448,7 @@ def test_a_server_down_then_back_is_waited_out_in_the_same_try(
             run = airflow_home.dag_test(dag)
         assert deferred.is_set(), "the sensor never deferred"
     else:
-        mover = once_running(dag_id, "wait", outage_then_promotion)
+        mover = once_in_state(dag_id, "wait", "running", outage_then_promotion, settle=1.0)
         run = airflow_home.dag_test(dag)
         mover.join()
 

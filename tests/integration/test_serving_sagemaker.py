@@ -629,42 +629,11 @@ def test_the_deploy_operator_serves_each_version_and_retires_only_what_it_create
     assert [m["version"] for m in moves] == ["1", "2"] and moves[-1]["serving"] == [name]
 
 
-def _when_retrying(dag_id: str, task_id: str, action: Any, timeout: float = 300) -> threading.Thread:
-    """A thread that runs ``action()`` once the task's first try failed and waits for its retry."""
-    import time
-
-    from airflow.models import TaskInstance
-    from airflow.utils.session import create_session
-    from airflow.utils.state import TaskInstanceState
-    from sqlalchemy.exc import OperationalError
-
-    def watch() -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                with create_session() as session:
-                    waiting = (
-                        session.query(TaskInstance)
-                        .filter_by(dag_id=dag_id, task_id=task_id, state=TaskInstanceState.UP_FOR_RETRY)
-                        .count()
-                    )
-            except OperationalError:  # SQLite busy while the task writes: look again
-                waiting = 0
-            if waiting:
-                action()
-                return
-            time.sleep(0.2)
-
-    thread = threading.Thread(target=watch, daemon=True)
-    thread.start()
-    return thread
-
-
 def test_an_endpoint_not_in_service_is_left_alone(airflow_home: Any, aws: Emulator, project: Path) -> None:
     from mlops_provider.run import run_dag
     from mlops_provider.stages.deploy import history
     from tests.integration._e2e_helpers import alias_holder, embedded_client, serving_dag, unique
-    from tests.integration._stage_helpers import pipeline_runs
+    from tests.integration._stage_helpers import once_in_state, pipeline_runs
 
     endpoint = f"busy-{uuid.uuid4().hex[:6]}"
     model, experiment, dag_id = unique("bc"), unique("exp"), unique("sm")
@@ -690,7 +659,11 @@ def test_an_endpoint_not_in_service_is_left_alone(airflow_home: Any, aws: Emulat
 
     # an update in flight ends by itself: the deploy is retried and goes through once it is InService
     endpoint_state(aws, endpoint, "Updating")
-    watcher = _when_retrying(dag_id, "deploy", lambda: endpoint_state(aws, endpoint, "InService"))
+
+    def settled() -> None:
+        endpoint_state(aws, endpoint, "InService")
+
+    watcher = once_in_state(dag_id, "deploy", "up_for_retry", settled)
     retried = run_dag(serving_dag(dag_id, experiment, model, spec_target(endpoint), 2, retries=2,
                                   retry_delay=5))  # fmt: skip
     watcher.join(timeout=5)
